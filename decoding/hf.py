@@ -1,0 +1,299 @@
+"""Hugging Face adapters: any ``AutoModelForCausalLM`` or encoder-decoder model as a ``LanguageModel``.
+
+Rows of a state are paths in a prefix tree whose nodes own the key/value states of their own tokens
+(``_KVNode``). Selecting, repeating and concatenating rows is free (no cache copies), each token's KV is
+stored once however many hypotheses share it, and exact search can batch frontier nodes of different depths
+into one forward call: their paths are gathered into a left-padded cache with explicit position ids (causal
+LMs) or grouped by length (encoder-decoders, whose decoders derive positions from the cache length).
+
+This module is the only place that touches transformers internals; it builds on ``model(...)`` with
+``past_key_values`` only, never on ``generate()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import DynamicCache, EncoderDecoderCache, PreTrainedModel
+
+from decoding.protocol import as_ids, check_finite
+from decoding.types import SearchInputError
+
+
+@dataclass(eq=False)
+class _KVNode:
+    kv: Tensor  # (L, 2, H, n, D): keys and values of this node's own n positions, every layer
+    parent: _KVNode | None
+    length: int  # positions from the root up to and including this node
+
+    def path(self) -> list[Tensor]:
+        chunks = []
+        node: _KVNode | None = self
+        while node is not None:
+            chunks.append(node.kv)
+            node = node.parent
+        return chunks[::-1]
+
+
+@dataclass(eq=False)
+class _Source:
+    """What every row of one source shares: the source ids and, for encoder-decoders, the encoder output and
+    the cross-attention keys/values (batch 1, expanded as views when rows are batched: never copied)."""
+
+    ids: tuple[int, ...]
+    encoder_hidden: Tensor | None = None  # (1, S, d)
+    cross_kv: list[tuple[Tensor, Tensor]] | None = None  # per layer (1, H, S, D)
+
+
+@dataclass
+class HFState:
+    nodes: list[_KVNode]
+    logprobs: Tensor  # (n, V)
+    source: _Source
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+def _cache_from(config: Any, layers: Sequence[tuple[Tensor, Tensor]]) -> DynamicCache:
+    """A DynamicCache holding the given (B, H, T, D) tensors as they are (no concatenation copy)."""
+    cache = DynamicCache(config=config)
+    if len(cache.layers) != len(layers):
+        cache = DynamicCache()
+        cache.layers = [cache.layer_class_to_replicate() for _ in layers]
+    for layer, (k, v) in zip(cache.layers, layers, strict=True):
+        layer.lazy_initialization(k, v)
+        layer.keys, layer.values = k, v
+        if hasattr(layer, "cumulative_length"):
+            layer.cumulative_length = k.shape[-2]
+    return cache
+
+
+def _stack_kv(cache: DynamicCache, positions: slice) -> Tensor:
+    """(L, 2, B, H, n, D) keys and values of the given positions of every layer."""
+    return torch.stack([torch.stack((layer.keys[:, :, positions], layer.values[:, :, positions]))
+                        for layer in cache.layers])
+
+
+class _HFBase:
+    model: PreTrainedModel
+
+    def __init__(self, model: PreTrainedModel, tokenizer: Any = None, *, eos_id: int | None = None,
+                 extra_masked_ids: Sequence[int] = ()):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = model.config
+        self.eos_id = self._find_eos(eos_id)
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.masked_ids = tuple(sorted(
+            i for i in {*self._default_masked_ids(), *extra_masked_ids}
+            if i is not None and i != self.eos_id and 0 <= i < self.vocab_size))
+        self._mask = torch.zeros(self.vocab_size, dtype=torch.bool, device=model.device)
+        self._mask[list(self.masked_ids)] = True
+
+    def _find_eos(self, eos_id: int | None) -> int:
+        if eos_id is not None:
+            return int(eos_id)
+        candidates = [getattr(getattr(self.model, "generation_config", None), "eos_token_id", None),
+                      self.config.eos_token_id,
+                      getattr(self.tokenizer, "eos_token_id", None)]
+        for c in candidates:
+            if isinstance(c, list | tuple) and c:
+                c = c[0]
+            if c is not None:
+                return int(c)
+        raise SearchInputError(
+            f"{type(self.model).__name__} has no EOS token id in its config, generation config or tokenizer; "
+            "pass eos_id=... (mode search needs to know which token ends an output)")
+
+    def _default_masked_ids(self) -> set[int | None]:
+        tok = self.tokenizer
+        return {self.config.pad_token_id, getattr(tok, "pad_token_id", None), getattr(tok, "unk_token_id", None)}
+
+    def _normalise(self, logits: Tensor) -> Tensor:
+        """(..., V) logits -> log-probs over the non-masked tokens, float32."""
+        logits = logits[..., : self.vocab_size].float()
+        if torch.isnan(logits).any() or torch.isposinf(logits).any():
+            check_finite(logits)
+        return torch.log_softmax(logits.masked_fill(self._mask, float("-inf")), dim=-1)
+
+    def signature(self) -> dict[str, Any]:
+        return {
+            "model": getattr(self.config, "_name_or_path", "") or type(self.model).__name__,
+            "architecture": type(self.model).__name__,
+            "eos_id": self.eos_id,
+            "masked_ids": list(self.masked_ids),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+        }
+
+    def logprobs(self, state: HFState) -> Tensor:
+        return state.logprobs
+
+    def select(self, state: HFState, rows: Tensor) -> HFState:
+        idx = rows.tolist()
+        return HFState([state.nodes[i] for i in idx], state.logprobs[rows], state.source)
+
+    def concat(self, states: Sequence[HFState]) -> HFState:
+        source = states[0].source
+        if any(s.source is not source for s in states):
+            raise SearchInputError("cannot batch rows of different sources into one state")
+        return HFState([n for s in states for n in s.nodes], torch.cat([s.logprobs for s in states]), source)
+
+    def _gather(self, nodes: Sequence[_KVNode]) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+        """Left-padded per-layer (B, H, T, D) caches of the rows' paths and the (B, T) attention mask."""
+        paths = [torch.cat(n.path(), dim=3) if n.parent is not None else n.kv for n in nodes]
+        t_max = max(p.shape[3] for p in paths)
+        n_layers, _, heads, _, dim = paths[0].shape
+        kv = paths[0].new_zeros(n_layers, 2, len(nodes), heads, t_max, dim)
+        mask = torch.zeros(len(nodes), t_max, dtype=torch.long, device=kv.device)
+        for b, p in enumerate(paths):
+            kv[:, :, b, :, t_max - p.shape[3]:] = p
+            mask[b, t_max - p.shape[3]:] = 1
+        return [(kv[layer, 0], kv[layer, 1]) for layer in range(n_layers)], mask
+
+    def _new_nodes(self, cache: DynamicCache, parents: Sequence[_KVNode]) -> list[_KVNode]:
+        kv = _stack_kv(cache, slice(-1, None))  # (L, 2, B, H, 1, D)
+        return [_KVNode(kv[:, :, b], p, p.length + 1) for b, p in enumerate(parents)]
+
+
+class HFCausalLM(_HFBase):
+    """A decoder-only model; the source is the prompt (token ids, e.g. a chat template already applied).
+
+    Masked: the pad and unk tokens (when they are not EOS). An empty source falls back to the BOS token."""
+
+    def _prompt(self, source_ids: Sequence[int]) -> tuple[int, ...]:
+        ids = as_ids(source_ids)
+        if not ids:
+            bos = self.config.bos_token_id if self.config.bos_token_id is not None else getattr(
+                self.tokenizer, "bos_token_id", None)
+            if bos is None:
+                raise SearchInputError("empty prompt and the model has no BOS token to start from")
+            ids = (int(bos),)
+        self._check_length(len(ids))
+        return ids
+
+    def start(self, source_ids: Sequence[int]) -> HFState:
+        ids = self._prompt(source_ids)
+        input_ids = torch.tensor([ids], device=self.model.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids, past_key_values=DynamicCache(config=self.config),
+                             use_cache=True)
+        root = _KVNode(_stack_kv(out.past_key_values, slice(None))[:, :, 0], None, len(ids))
+        return HFState([root], self._normalise(out.logits[:, -1]), _Source(ids))
+
+    def _check_length(self, n: int) -> None:
+        limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
+        if limit is not None and n > limit:
+            raise SearchInputError(f"input of {n} tokens exceeds the model's {limit} positions")
+
+    def extend(self, state: HFState, tokens: Tensor) -> HFState:
+        parents = state.nodes
+        self._check_length(max(p.length for p in parents) + 1)
+        layers, mask = self._gather(parents)
+        mask = torch.cat([mask, mask.new_ones(len(parents), 1)], dim=1)
+        positions = torch.tensor([[p.length] for p in parents], device=mask.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=tokens.view(-1, 1).to(mask.device), attention_mask=mask,
+                             position_ids=positions, past_key_values=_cache_from(self.config, layers),
+                             use_cache=True)
+        return HFState(self._new_nodes(out.past_key_values, parents), self._normalise(out.logits[:, -1]),
+                       state.source)
+
+    def score(self, source_ids: Sequence[int], target_ids: Sequence[int]) -> Tensor:
+        prompt = self._prompt(source_ids)
+        target = as_ids(target_ids, "target_ids")
+        if not target:
+            return torch.zeros(0)
+        ids = torch.tensor([prompt + target], device=self.model.device)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids).logits[0, len(prompt) - 1: -1]
+        lp = self._normalise(logits)
+        return lp.gather(1, ids[0, len(prompt):, None])[:, 0]
+
+
+class HFSeq2SeqLM(_HFBase):
+    """An encoder-decoder model (Marian, T5, BART). The encoder runs once per source; the decoder starts from
+    ``decoder_start_token_id``, which the adapter feeds and never counts as an output token.
+
+    Masked: pad, unk, and the decoder-start token where it is not EOS."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: Any = None, *, eos_id: int | None = None,
+                 extra_masked_ids: Sequence[int] = ()):
+        start = model.config.decoder_start_token_id
+        if start is None:
+            start = getattr(model.generation_config, "decoder_start_token_id", None)
+        if start is None:
+            raise SearchInputError(f"{type(model).__name__} has no decoder_start_token_id in its config")
+        self.decoder_start_id = int(start)
+        super().__init__(model, tokenizer, eos_id=eos_id, extra_masked_ids=extra_masked_ids)
+
+    def _default_masked_ids(self) -> set[int | None]:
+        return super()._default_masked_ids() | {self.decoder_start_id}
+
+    def _encode(self, source_ids: Sequence[int]) -> _Source:
+        ids = as_ids(source_ids)
+        if not ids:
+            raise SearchInputError("empty source: an encoder-decoder model needs at least one source token "
+                                   "(tokenize with the tokenizer, which appends </s>)")
+        limit = getattr(self.config, "max_position_embeddings", None)
+        if limit is not None and len(ids) > limit:
+            raise SearchInputError(f"source of {len(ids)} tokens exceeds the model's {limit} positions")
+        with torch.inference_mode():
+            hidden = self.model.get_encoder()(input_ids=torch.tensor([ids], device=self.model.device))
+        return _Source(ids, encoder_hidden=hidden.last_hidden_state)
+
+    def start(self, source_ids: Sequence[int]) -> HFState:
+        source = self._encode(source_ids)
+        cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        with torch.inference_mode():
+            out = self.model(encoder_outputs=(source.encoder_hidden,),
+                             decoder_input_ids=torch.tensor([[self.decoder_start_id]], device=self.model.device),
+                             past_key_values=cache, use_cache=True)
+        cross = out.past_key_values.cross_attention_cache
+        source.cross_kv = [(layer.keys, layer.values) for layer in cross.layers]
+        root = _KVNode(_stack_kv(out.past_key_values.self_attention_cache, slice(None))[:, :, 0], None, 1)
+        return HFState([root], self._normalise(out.logits[:, -1]), source)
+
+    def extend(self, state: HFState, tokens: Tensor) -> HFState:
+        # Decoders derive positions from the cache length, so rows are batched only with rows of equal length.
+        groups: dict[int, list[int]] = {}
+        for row, node in enumerate(state.nodes):
+            groups.setdefault(node.length, []).append(row)
+        nodes: list[_KVNode | None] = [None] * len(state.nodes)
+        logprobs = state.logprobs.new_empty(len(state.nodes), state.logprobs.shape[1])
+        for rows in groups.values():
+            parents = [state.nodes[r] for r in rows]
+            new, lp = self._step(state.source, parents, tokens[rows])
+            for r, n, in zip(rows, new, strict=True):
+                nodes[r] = n
+            logprobs[rows] = lp
+        return HFState([n for n in nodes if n is not None], logprobs, state.source)
+
+    def _step(self, source: _Source, parents: Sequence[_KVNode], tokens: Tensor) -> tuple[list[_KVNode], Tensor]:
+        assert source.cross_kv is not None and source.encoder_hidden is not None
+        n = len(parents)
+        self_layers, _ = self._gather(parents)
+        cross = _cache_from(self.config, [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1))
+                                          for k, v in source.cross_kv])
+        cache = EncoderDecoderCache(_cache_from(self.config, self_layers), cross)
+        hidden = source.encoder_hidden.expand(n, -1, -1)
+        with torch.inference_mode():
+            out = self.model(encoder_outputs=(hidden,), decoder_input_ids=tokens.view(-1, 1).to(hidden.device),
+                             past_key_values=cache, use_cache=True)
+        return (self._new_nodes(out.past_key_values.self_attention_cache, parents),
+                self._normalise(out.logits[:, -1]))
+
+    def score(self, source_ids: Sequence[int], target_ids: Sequence[int]) -> Tensor:
+        source = self._encode(source_ids)
+        target = as_ids(target_ids, "target_ids")
+        if not target:
+            return torch.zeros(0)
+        dec = torch.tensor([(self.decoder_start_id, *target[:-1])], device=self.model.device)
+        with torch.inference_mode():
+            logits = self.model(encoder_outputs=(source.encoder_hidden,), decoder_input_ids=dec).logits[0]
+        lp = self._normalise(logits)
+        return lp.gather(1, torch.tensor(target, device=lp.device)[:, None])[:, 0]

@@ -1,0 +1,137 @@
+"""Exact-probability toy language models with known modes, for tests and for the theory of degenerate modes.
+
+- ``TabularLM``: an explicit distribution over finished sequences; next-token probabilities are exact
+  marginals, so every search runs on a distribution whose mode is known by inspection (``TabularLM.mode``).
+- ``NGramLM``: an n-gram model whose context starts with the source's last tokens (so sources matter),
+  randomly parameterised by ``NGramLM.random``.
+
+States are tuples of prefixes; probabilities are float64.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from decoding.protocol import as_ids
+from decoding.types import SearchInputError
+
+
+@dataclass
+class ToyState:
+    source: tuple[int, ...]
+    prefixes: list[tuple[int, ...]]
+    logprobs: Tensor  # (n, V) float64
+
+
+class _ToyBase:
+    eos_id: int
+    vocab_size: int
+    masked_ids: tuple[int, ...] = ()
+
+    def _next(self, source: tuple[int, ...], prefix: tuple[int, ...]) -> Tensor:
+        raise NotImplementedError
+
+    def _rows(self, source: tuple[int, ...], prefixes: list[tuple[int, ...]]) -> ToyState:
+        lp = torch.stack([self._next(source, p) for p in prefixes]) if prefixes else torch.zeros(
+            0, self.vocab_size, dtype=torch.float64)
+        return ToyState(source, prefixes, lp)
+
+    def start(self, source_ids: Sequence[int]) -> ToyState:
+        return self._rows(as_ids(source_ids), [()])
+
+    def logprobs(self, state: ToyState) -> Tensor:
+        return state.logprobs
+
+    def extend(self, state: ToyState, tokens: Tensor) -> ToyState:
+        return self._rows(state.source, [p + (int(t),) for p, t in zip(state.prefixes, tokens.tolist(),
+                                                                         strict=True)])
+
+    def select(self, state: ToyState, rows: Tensor) -> ToyState:
+        return ToyState(state.source, [state.prefixes[i] for i in rows.tolist()], state.logprobs[rows])
+
+    def concat(self, states: Sequence[ToyState]) -> ToyState:
+        return ToyState(states[0].source, [p for s in states for p in s.prefixes],
+                        torch.cat([s.logprobs for s in states]))
+
+    def score(self, source_ids: Sequence[int], target_ids: Sequence[int]) -> Tensor:
+        source, target = as_ids(source_ids), as_ids(target_ids, "target_ids")
+        return torch.stack([self._next(source, target[:i])[t] for i, t in enumerate(target)]) if target \
+            else torch.zeros(0, dtype=torch.float64)
+
+    def signature(self) -> dict[str, Any]:
+        return {"model": type(self).__name__, "eos_id": self.eos_id, "masked_ids": list(self.masked_ids),
+                "dtype": "float64"}
+
+
+class TabularLM(_ToyBase):
+    """P(y) given explicitly for finished outputs y (token tuples without EOS); the source is ignored."""
+
+    def __init__(self, table: Mapping[tuple[int, ...], float], vocab_size: int, eos_id: int):
+        total = sum(table.values())
+        if not table or total <= 0:
+            raise SearchInputError("a TabularLM needs at least one sequence with positive probability")
+        if any(eos_id in y for y in table):
+            raise SearchInputError("table keys are outputs without EOS; EOS is appended implicitly")
+        self.table = {tuple(y): p / total for y, p in table.items() if p > 0}
+        self.vocab_size, self.eos_id = vocab_size, eos_id
+        self._mass: dict[tuple[int, ...], float] = defaultdict(float)
+        for y, p in self.table.items():
+            for i in range(len(y) + 1):
+                self._mass[y[:i]] += p
+
+    @classmethod
+    def random(cls, vocab_size: int, max_len: int, *, seed: int, concentration: float = 0.3) -> TabularLM:
+        """Dirichlet(concentration) weights on every sequence of non-EOS tokens (EOS = 0) of length <= max_len."""
+        seqs = [y for n in range(max_len + 1) for y in itertools.product(range(1, vocab_size), repeat=n)]
+        w = np.random.default_rng(seed).gamma(concentration, size=len(seqs))
+        return cls(dict(zip(seqs, w.tolist(), strict=True)), vocab_size, 0)
+
+    def mode(self) -> tuple[tuple[int, ...], float]:
+        y = max(self.table, key=lambda k: (self.table[k], tuple(-t for t in k)))
+        return y, math.log(self.table[y])
+
+    def _next(self, source: tuple[int, ...], prefix: tuple[int, ...]) -> Tensor:
+        denom = self._mass.get(prefix, 0.0)
+        probs = torch.zeros(self.vocab_size, dtype=torch.float64)
+        if denom > 0:
+            for t in range(self.vocab_size):
+                probs[t] = self.table.get(prefix, 0.0) if t == self.eos_id else self._mass.get(prefix + (t,), 0.0)
+            probs /= denom
+        else:
+            probs[self.eos_id] = 1.0  # unreachable prefix: any normalised choice keeps the model well defined
+        return probs.log()
+
+
+class NGramLM(_ToyBase):
+    """p(y_t | context) from a table over the previous ``order - 1`` tokens of source + output, padded with EOS."""
+
+    def __init__(self, logprobs: Tensor, eos_id: int, masked_ids: Sequence[int] = ()):
+        self.order = logprobs.dim()
+        self.vocab_size, self.eos_id = int(logprobs.shape[-1]), eos_id
+        self.masked_ids = tuple(masked_ids)
+        table = logprobs.double().clone()
+        if self.masked_ids:
+            table[..., list(self.masked_ids)] = float("-inf")
+        self.table = torch.log_softmax(table, dim=-1)
+
+    @classmethod
+    def random(cls, vocab_size: int, order: int = 2, *, seed: int, temperature: float = 1.5,
+               eos_bias: float = 0.0, masked_ids: Sequence[int] = ()) -> NGramLM:
+        g = torch.Generator().manual_seed(seed)
+        logits = temperature * torch.randn((vocab_size,) * order, generator=g, dtype=torch.float64)
+        logits[..., 0] += eos_bias
+        return cls(logits, eos_id=0, masked_ids=masked_ids)
+
+    def _next(self, source: tuple[int, ...], prefix: tuple[int, ...]) -> Tensor:
+        k = self.order - 1
+        context = ((self.eos_id,) * k + source + prefix)[len(source) + len(prefix):] if k else ()
+        return self.table[context] if k else self.table

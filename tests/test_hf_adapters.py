@@ -1,0 +1,67 @@
+"""The HF adapters: masking, batching rows of different depths, and errors that say what is wrong."""
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from decoding import NonFiniteLogProbError, SearchInputError, exact_search, greedy_search
+from decoding.hf import HFCausalLM, HFSeq2SeqLM
+from tests.conftest import tiny_gpt2, tiny_llama, tiny_marian
+
+
+def test_masked_tokens_are_never_emitted_and_declared():
+    lm = HFSeq2SeqLM(tiny_marian(0))
+    assert lm.masked_ids == (7,)  # pad == decoder start
+    assert lm.signature()["masked_ids"] == [7]
+    lp = lm.logprobs(lm.start((3, 4, 0)))
+    assert lp[0, 7] == float("-inf")
+    assert torch.logsumexp(lp, -1).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama])
+def test_rows_of_different_depths_batch_like_single_rows(make):
+    """Left-padded batches of paths of different lengths give the same distributions as one row at a time."""
+    lm = HFCausalLM(make(0))
+    root = lm.start((3, 4))
+    a = lm.extend(root, torch.tensor([5]))
+    b = lm.extend(lm.extend(a, torch.tensor([2])), torch.tensor([6]))
+    batch = lm.extend(lm.concat([root, b, a]), torch.tensor([1, 3, 4]))
+    single = [lm.extend(s, torch.tensor([t])) for s, t in [(root, 1), (b, 3), (a, 4)]]
+    assert torch.allclose(lm.logprobs(batch), torch.cat([lm.logprobs(s) for s in single]), atol=1e-5)
+
+
+def test_seq2seq_rows_of_different_depths():
+    lm = HFSeq2SeqLM(tiny_marian(1))
+    root = lm.start((3, 4, 0))
+    a = lm.extend(root, torch.tensor([5]))
+    batch = lm.extend(lm.concat([root, a]), torch.tensor([1, 3]))
+    expect = torch.cat([lm.logprobs(lm.extend(root, torch.tensor([1]))), lm.logprobs(lm.extend(a, torch.tensor([3])))])
+    assert torch.allclose(lm.logprobs(batch), expect, atol=1e-5)
+    assert batch.source.cross_kv[0][0].shape[0] == 1  # cross-attention states stored once per source
+
+
+def test_empty_source_for_seq2seq_is_rejected():
+    with pytest.raises(SearchInputError, match="empty source"):
+        greedy_search(HFSeq2SeqLM(tiny_marian(0)), [], max_len=3)
+
+
+def test_model_without_eos_needs_eos_id():
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=8, n_positions=16, n_embd=8, n_layer=1, n_head=1,
+                                       bos_token_id=None, eos_token_id=None))
+    model.generation_config.eos_token_id = None
+    with pytest.raises(SearchInputError, match="eos_id"):
+        HFCausalLM(model)
+    assert HFCausalLM(model, eos_id=3).eos_id == 3
+
+
+def test_nan_logits_raise_a_clear_error():
+    model = tiny_gpt2(0)
+    with torch.no_grad():
+        model.lm_head.weight[2, 0] = float("nan")
+    with pytest.raises(NonFiniteLogProbError, match="NaN"):
+        exact_search(HFCausalLM(model), (3, 4), max_len=3)
+
+
+def test_over_long_input_is_rejected():
+    with pytest.raises(SearchInputError, match="exceeds"):
+        greedy_search(HFCausalLM(tiny_gpt2(0)), [3] * 40, max_len=2)
