@@ -36,7 +36,9 @@ def beam_search(lm: LanguageModel, source_ids: Sequence[int], *, beam_size: int,
         step = lp + sum((s(prefixes, lp, eos) for s in scorers), torch.zeros_like(lp))
         cand = restricted(rules, prefixes, source, score[:, None] + step, eos).view(-1)
         top = torch.topk(cand, min(2 * beam_size, cand.numel()))
-        rows, tokens, keep = [], [], []
+        rows: list[int] = []
+        tokens: list[int] = []
+        keep: list[int] = []
         for value, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             if value == float("-inf") or len(rows) == beam_size:
                 break

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from transformers import DynamicCache, EncoderDecoderCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
 
 from decoding.protocol import as_ids, check_finite
 from decoding.types import SearchInputError
@@ -62,10 +63,11 @@ class HFState:
 def _cache_from(config: Any, layers: Sequence[tuple[Tensor, Tensor]]) -> DynamicCache:
     """A DynamicCache holding the given (B, H, T, D) tensors as they are (no concatenation copy)."""
     cache = DynamicCache(config=config)
-    if len(cache.layers) != len(layers):
-        cache = DynamicCache()
-        cache.layers = [cache.layer_class_to_replicate() for _ in layers]
-    for layer, (k, v) in zip(cache.layers, layers, strict=True):
+    cache_layers: list[Any] = list(cache.layers)
+    if len(cache_layers) != len(layers):
+        cache_layers = [DynamicLayer() for _ in layers]
+        cache.layers = cache_layers
+    for layer, (k, v) in zip(cache_layers, layers, strict=True):
         layer.lazy_initialization(k, v)
         layer.keys, layer.values = k, v
         if hasattr(layer, "cumulative_length"):
@@ -75,8 +77,9 @@ def _cache_from(config: Any, layers: Sequence[tuple[Tensor, Tensor]]) -> Dynamic
 
 def _stack_kv(cache: DynamicCache, positions: slice) -> Tensor:
     """(L, 2, B, H, n, D) keys and values of the given positions of every layer."""
+    layers: list[Any] = list(cache.layers)
     return torch.stack([torch.stack((layer.keys[:, :, positions], layer.values[:, :, positions]))
-                        for layer in cache.layers])
+                        for layer in layers])
 
 
 class _HFBase:

@@ -7,8 +7,8 @@ A prefix of ``d`` tokens is expanded only while it could beat the incumbent of s
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from decoding.beam import beam_search
 from decoding.best_first import best_first
@@ -67,7 +67,7 @@ def length_conditional_modes(lm: LanguageModel, source_ids: Sequence[int], *, le
     for n in wanted:
         found = policy.bound(n)
         open_lps = [lp for depth, lp in (frontier.pending if frontier else []) if depth <= n and lp > found]
-        hyp = policy.best.get(n)
+        best = policy.best.get(n)
         n_stats = replace(stats, upper_bound=max([found, *open_lps]), extra=dict(stats.extra))
-        results[n] = SearchResult([hyp] if hyp is not None else [], not open_lps, n_stats)
+        results[n] = SearchResult([best] if best is not None else [], not open_lps, n_stats)
     return results

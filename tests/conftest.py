@@ -8,7 +8,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from decoding.constraints import Constraint, accepted
 from decoding.hf import HFCausalLM, HFSeq2SeqLM
 
-VOCAB = 8
+VOCAB = 6
 
 
 def tiny_gpt2(seed: int, scale: float = 6.0) -> GPT2LMHeadModel:
@@ -47,8 +47,8 @@ def hf_lm(kind: str, seed: int):
     if kind == "gpt2":
         return HFCausalLM(tiny_gpt2(seed)), (3, 4, 5)
     if kind == "llama":
-        return HFCausalLM(tiny_llama(seed)), (2, 6)
-    return HFSeq2SeqLM(tiny_marian(seed)), (3, 4, 5, 0)
+        return HFCausalLM(tiny_llama(seed)), (2, 4)
+    return HFSeq2SeqLM(tiny_marian(seed)), (3, 4, 2, 0)
 
 
 def enumerate_outputs(lm, source: Sequence[int], max_len: int, min_len: int = 0,

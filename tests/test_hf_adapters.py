@@ -11,10 +11,10 @@ from tests.conftest import tiny_gpt2, tiny_llama, tiny_marian
 
 def test_masked_tokens_are_never_emitted_and_declared():
     lm = HFSeq2SeqLM(tiny_marian(0))
-    assert lm.masked_ids == (7,)  # pad == decoder start
-    assert lm.signature()["masked_ids"] == [7]
+    assert lm.masked_ids == (5,)  # pad == decoder start
+    assert lm.signature()["masked_ids"] == [5]
     lp = lm.logprobs(lm.start((3, 4, 0)))
-    assert lp[0, 7] == float("-inf")
+    assert lp[0, 5] == float("-inf")
     assert torch.logsumexp(lp, -1).item() == pytest.approx(0.0, abs=1e-6)
 
 
@@ -23,8 +23,8 @@ def test_rows_of_different_depths_batch_like_single_rows(make):
     """Left-padded batches of paths of different lengths give the same distributions as one row at a time."""
     lm = HFCausalLM(make(0))
     root = lm.start((3, 4))
-    a = lm.extend(root, torch.tensor([5]))
-    b = lm.extend(lm.extend(a, torch.tensor([2])), torch.tensor([6]))
+    a = lm.extend(root, torch.tensor([4]))
+    b = lm.extend(lm.extend(a, torch.tensor([2])), torch.tensor([1]))
     batch = lm.extend(lm.concat([root, b, a]), torch.tensor([1, 3, 4]))
     single = [lm.extend(s, torch.tensor([t])) for s, t in [(root, 1), (b, 3), (a, 4)]]
     assert torch.allclose(lm.logprobs(batch), torch.cat([lm.logprobs(s) for s in single]), atol=1e-5)
@@ -33,7 +33,7 @@ def test_rows_of_different_depths_batch_like_single_rows(make):
 def test_seq2seq_rows_of_different_depths():
     lm = HFSeq2SeqLM(tiny_marian(1))
     root = lm.start((3, 4, 0))
-    a = lm.extend(root, torch.tensor([5]))
+    a = lm.extend(root, torch.tensor([4]))
     batch = lm.extend(lm.concat([root, a]), torch.tensor([1, 3]))
     expect = torch.cat([lm.logprobs(lm.extend(root, torch.tensor([1]))), lm.logprobs(lm.extend(a, torch.tensor([3])))])
     assert torch.allclose(lm.logprobs(batch), expect, atol=1e-5)
