@@ -6,7 +6,10 @@ from models.registry import (
     ModelNotAvailableError,
     NamedModelSpec,
     cache_dir,
+    load_lm,
     load_model,
 )
 
-__all__ = ["NAMED_MODELS", "ModelInfo", "ModelNotAvailableError", "NamedModelSpec", "cache_dir", "load_model"]
+__all__ = [
+    "NAMED_MODELS", "ModelInfo", "ModelNotAvailableError", "NamedModelSpec", "cache_dir", "load_lm", "load_model",
+]

@@ -27,12 +27,15 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from decoding import LanguageModel
+
 __all__ = [
     "NAMED_MODELS",
     "ModelInfo",
     "ModelNotAvailableError",
     "NamedModelSpec",
     "cache_dir",
+    "load_lm",
     "load_model",
 ]
 
@@ -117,6 +120,15 @@ def load_model(
     module.eval()
     module.to(device)
     return model, tokenizer, info
+
+
+def load_lm(name_or_path: str, *, device: str = "cpu") -> tuple[LanguageModel, PreTrainedTokenizerBase, ModelInfo]:
+    """``load_model`` wrapped in the search protocol: ``HFSeq2SeqLM`` or ``HFCausalLM`` as the config says."""
+    from decoding.hf import HFCausalLM, HFSeq2SeqLM
+
+    model, tokenizer, info = load_model(name_or_path, device=device)
+    adapter = HFSeq2SeqLM if info.is_encoder_decoder else HFCausalLM
+    return adapter(model, tokenizer), tokenizer, info
 
 
 def _load_named(

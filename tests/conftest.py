@@ -1,3 +1,6 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import itertools
 from collections.abc import Sequence
 

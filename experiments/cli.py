@@ -1,0 +1,65 @@
+"""``lq``: the likelihood-quality toolkit's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from experiments.config import CONFIGS, load_config, parse_override
+
+EXPERIMENTS = {"demo": "exact vs beam search on SmolLM2-135M-Instruct, 5 short prompts (default)"}
+DEFAULT_EXPERIMENT = "demo"
+
+
+def _run(args: argparse.Namespace) -> None:
+    name = args.experiment or DEFAULT_EXPERIMENT
+    if name not in EXPERIMENTS:
+        raise SystemExit(f"unknown experiment {name!r}; `lq list` shows: {', '.join(EXPERIMENTS)}")
+    overrides = dict(parse_override(item) for item in args.set)
+    out = Path(args.out) if args.out else Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    from experiments import demo
+
+    cfg = load_config(demo.DemoConfig, name, Path(args.config) if args.config else None, overrides)
+    path = demo.main(cfg, out, limit=args.limit, argv=sys.argv)
+    print(f"\nrows written to {path / 'rows.jsonl'}")
+
+
+def _list(args: argparse.Namespace) -> None:
+    for name, what in EXPERIMENTS.items():
+        print(f"{name:<12} {what}   (config: {CONFIGS / (name + '.toml')})")
+
+
+def _models(args: argparse.Namespace) -> None:
+    from models import NAMED_MODELS, cache_dir
+
+    for name, spec in NAMED_MODELS.items():
+        folder = cache_dir() / "models" / name
+        print(f"{name:<24} {spec.architecture:<20} {spec.licence:<12} {spec.requirement:<28} "
+              f"{'converted: ' + str(folder) if folder.is_dir() else 'not converted yet (first load converts it)'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="lq", description="Find the modes of text-generation models exactly and approximately, and measure "
+        "how likelihood, degeneracy and quality diverge.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment (default: the exact-vs-beam demo)",
+                         description="Run an experiment; its config is a TOML file under experiments/configs, "
+                         "overridable with --set. Re-running with the same --out resumes an interrupted run.")
+    run.add_argument("experiment", nargs="?", help=f"one of: {', '.join(EXPERIMENTS)} (default {DEFAULT_EXPERIMENT})")
+    run.add_argument("--config", help="a TOML config file instead of the experiment's default")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set max_seconds=120 --set 'beam_sizes=[1,5]'")
+    run.add_argument("--limit", type=int, help="only the first N examples")
+    run.add_argument("--out", help="run directory (default runs/<experiment>-<time>); an existing one is resumed")
+    run.set_defaults(func=_run)
+    sub.add_parser("list", help="list experiments").set_defaults(func=_list)
+    sub.add_parser("models", help="list the named models available offline").set_defaults(func=_models)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
