@@ -71,6 +71,7 @@ def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Co
         lp = model.logprobs(state).double()  # (n, V)
         base = torch.tensor([n.logprob for n in nodes], dtype=torch.float64)
         scores = restricted(constraints, [n.prefix for n in nodes], source, lp + base[:, None], eos)
+        stripped = model.without_logprobs(state)
         for row, node in enumerate(nodes):
             end = float(scores[row, eos])
             if end > float("-inf") and accepted(constraints, node.prefix, source, eos):
@@ -83,7 +84,7 @@ def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Co
                 values = children[keep]
                 order = torch.sort(values, descending=True, stable=True).indices  # ties: lower token id first
                 node.child_tokens, node.child_lps = keep[order].tolist(), values[order].tolist()
-                node.state = model.select(state, torch.tensor([row]))
+                node.state = model.select(stripped, torch.tensor([row]))
                 heapq.heappush(heap, (-node.child_lps[0], next(tie), node, 0))
 
     expand([_Node((), (), 0.0)], model.start(source))

@@ -140,6 +140,9 @@ class _HFBase:
         idx = rows.tolist()
         return HFState([state.nodes[i] for i in idx], state.logprobs[rows], state.source)
 
+    def without_logprobs(self, state: HFState) -> HFState:
+        return HFState(state.nodes, state.logprobs.new_empty(len(state.nodes), 0), state.source)
+
     def concat(self, states: Sequence[HFState]) -> HFState:
         source = states[0].source
         if any(s.source is not source for s in states):
@@ -267,7 +270,7 @@ class HFSeq2SeqLM(_HFBase):
         for row, node in enumerate(state.nodes):
             groups.setdefault(node.length, []).append(row)
         nodes: list[_KVNode | None] = [None] * len(state.nodes)
-        logprobs = state.logprobs.new_empty(len(state.nodes), state.logprobs.shape[1])
+        logprobs = state.logprobs.new_empty(len(state.nodes), self.vocab_size)
         for rows in groups.values():
             parents = [state.nodes[r] for r in rows]
             new, lp = self._step(state.source, parents, tokens[rows])

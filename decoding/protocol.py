@@ -45,6 +45,11 @@ class LanguageModel(Protocol[State]):
         """Stack the rows of several states of the same source into one batch."""
         ...
 
+    def without_logprobs(self, state: State) -> State:
+        """The same rows without their next-token distributions, for states kept only to be extended later
+        (a search tree keeps thousands; a (1, V) row each would dominate memory)."""
+        ...
+
     def score(self, source_ids: Sequence[int], target_ids: Sequence[int]) -> Tensor:
         """(len(target_ids),) teacher-forced log-probabilities of the target tokens, same masking as search."""
         ...
@@ -117,6 +122,9 @@ class Counted:
 
     def concat(self, states: Sequence[Any]) -> Any:
         return self.lm.concat(states)
+
+    def without_logprobs(self, state: Any) -> Any:
+        return self.lm.without_logprobs(state)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._t0

@@ -58,6 +58,9 @@ class _ToyBase:
     def select(self, state: ToyState, rows: Tensor) -> ToyState:
         return ToyState(state.source, [state.prefixes[i] for i in rows.tolist()], state.logprobs[rows])
 
+    def without_logprobs(self, state: ToyState) -> ToyState:
+        return ToyState(state.source, state.prefixes, state.logprobs.new_empty(len(state.prefixes), 0))
+
     def concat(self, states: Sequence[ToyState]) -> ToyState:
         return ToyState(states[0].source, [p for s in states for p in s.prefixes],
                         torch.cat([s.logprobs for s in states]))
