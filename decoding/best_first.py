@@ -19,10 +19,11 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from torch import Tensor
 
 from decoding.constraints import Constraint, accepted, restricted
 from decoding.protocol import Counted
@@ -49,8 +50,8 @@ class _Node:
     token_lps: tuple[float, ...]
     logprob: float
     state: Any = None
-    child_tokens: list[int] = field(default_factory=list)
-    child_lps: list[float] = field(default_factory=list)  # cumulative, best first
+    child_tokens: Tensor | None = None  # (k,) children worth expanding, best first
+    child_lps: Tensor | None = None  # (k,) their cumulative log-probabilities
 
 
 @dataclass
@@ -83,9 +84,9 @@ def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Co
             if keep.numel():
                 values = children[keep]
                 order = torch.sort(values, descending=True, stable=True).indices  # ties: lower token id first
-                node.child_tokens, node.child_lps = keep[order].tolist(), values[order].tolist()
+                node.child_tokens, node.child_lps = keep[order], values[order]
                 node.state = model.select(stripped, torch.tensor([row]))
-                heapq.heappush(heap, (-node.child_lps[0], next(tie), node, 0))
+                heapq.heappush(heap, (-float(node.child_lps[0]), next(tie), node, 0))
 
     expand([_Node((), (), 0.0)], model.start(source))
     while heap:
@@ -104,9 +105,10 @@ def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Co
                 if policy.hopeless(value):
                     heap.clear()
                 continue
+            assert parent.child_tokens is not None and parent.child_lps is not None
             if rank + 1 < len(parent.child_tokens):
-                heapq.heappush(heap, (-parent.child_lps[rank + 1], next(tie), parent, rank + 1))
-            batch.append((parent, parent.child_tokens[rank], value))
+                heapq.heappush(heap, (-float(parent.child_lps[rank + 1]), next(tie), parent, rank + 1))
+            batch.append((parent, int(parent.child_tokens[rank]), value))
         if not batch:
             break
         state = model.extend(model.concat([p.state for p, _, _ in batch]), torch.tensor([t for _, t, _ in batch]))

@@ -41,14 +41,20 @@ class DemoConfig:
             raise SystemExit(f"beam_sizes must be positive integers, got {self.beam_sizes}")
 
 
-def methods(cfg: DemoConfig) -> dict[str, Callable[[Any, list[int]], SearchResult]]:
-    out: dict[str, Callable[[Any, list[int]], SearchResult]] = {
-        "greedy": lambda lm, ids: greedy_search(lm, ids, max_len=cfg.max_len)}
+Search = Callable[[Any, list[int]], SearchResult]
+
+
+def methods(cfg: DemoConfig) -> dict[str, tuple[dict[str, Any], Search]]:
+    """name -> (params, search); params are recorded in every row."""
+    exact = {"max_len": cfg.max_len, "max_seconds": cfg.max_seconds}
+    out: dict[str, tuple[dict[str, Any], Search]] = {
+        "greedy": ({"max_len": cfg.max_len}, lambda lm, ids: greedy_search(lm, ids, max_len=cfg.max_len))}
     for k in cfg.beam_sizes:
-        out[f"beam{k}"] = lambda lm, ids, k=k: beam_search(lm, ids, beam_size=k, max_len=cfg.max_len)
-    out["exact"] = lambda lm, ids: exact_search(lm, ids, max_len=cfg.max_len, max_seconds=cfg.max_seconds)
-    out["exact_nonempty"] = lambda lm, ids: exact_search(lm, ids, max_len=cfg.max_len, max_seconds=cfg.max_seconds,
-                                                         constraints=[MinLength(1)])
+        out[f"beam{k}"] = ({"beam_size": k, "max_len": cfg.max_len},
+                           lambda lm, ids, k=k: beam_search(lm, ids, beam_size=k, max_len=cfg.max_len))
+    out["exact"] = (exact, lambda lm, ids: exact_search(lm, ids, **exact))
+    out["exact_nonempty"] = (exact | {"constraints": ["MinLength(1)"]},
+                             lambda lm, ids: exact_search(lm, ids, **exact, constraints=[MinLength(1)]))
     return out
 
 
@@ -66,15 +72,16 @@ def main(cfg: DemoConfig, out_dir: Path, *, limit: int | None = None, argv: list
     run = RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv)
     lm, tok, info = load_lm(cfg.model, device=cfg.device)
     prompts = cfg.prompts[:limit] if limit else cfg.prompts
-    todo = [(i, p, name, search) for i, p in enumerate(prompts) for name, search in methods(cfg).items()
-            if f"{i}/{name}" not in run.done]
-    for i, prompt, name, search in tqdm(todo, desc="searching", unit="search", disable=not todo):
+    todo = [(i, p, name, params, search) for i, p in enumerate(prompts)
+            for name, (params, search) in methods(cfg).items() if f"{i}/{name}" not in run.done]
+    for i, prompt, name, params, search in tqdm(todo, desc="searching", unit="search", disable=not todo):
         ids = prompt_ids(tok, prompt)
         res = search(lm, ids)
         hyps: list[Hypothesis | None] = list(res.hypotheses) or [None]
         rows = [{
-            "signature": lm.signature() | {"method": name}, "model": info.name, "dataset": "demo-prompts",
-            "example_id": i, "source": prompt, "reference": None, "method": name, "rank": rank,
+            "signature": lm.signature() | {"method": name, "params": params}, "model": info.name,
+            "dataset": "demo-prompts", "example_id": i, "source": prompt, "reference": None, "method": name,
+            "params": params, "rank": rank,
             "text": tok.decode(h.token_ids, skip_special_tokens=True) if h else None,
             "token_ids": list(h.token_ids) if h else [], "n_tokens": h.length if h else None,
             "finished": h.finished if h else None, "logprob": h.logprob if h else None,
