@@ -68,6 +68,9 @@ def _cache_from(config: Any, layers: Sequence[tuple[Tensor, Tensor]]) -> Dynamic
         cache_layers = [DynamicLayer() for _ in layers]
         cache.layers = cache_layers
     for layer, (k, v) in zip(cache_layers, layers, strict=True):
+        if getattr(layer, "is_sliding", False) and k.shape[-2] + 1 > layer.sliding_window:
+            raise SearchInputError(f"sequences of {k.shape[-2] + 1} tokens reach the model's sliding attention "
+                                   f"window ({layer.sliding_window}); search is limited to sequences within it")
         layer.lazy_initialization(k, v)
         layer.keys, layer.values = k, v
         if hasattr(layer, "cumulative_length"):
@@ -120,9 +123,7 @@ class _HFBase:
     def _normalise(self, logits: Tensor) -> Tensor:
         """(..., V) logits -> log-probs over the non-masked tokens, float32."""
         logits = logits[..., : self.vocab_size].float()
-        if torch.isnan(logits).any() or torch.isposinf(logits).any():
-            check_finite(logits)
-        return torch.log_softmax(logits.masked_fill(self._mask, float("-inf")), dim=-1)
+        return check_finite(torch.log_softmax(logits.masked_fill(self._mask, float("-inf")), dim=-1))
 
     def signature(self) -> dict[str, Any]:
         return {

@@ -6,7 +6,22 @@ from collections.abc import Sequence
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MarianConfig, MarianMTModel
+from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MarianConfig,
+    MarianMTModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from decoding.constraints import Constraint, accepted
 from decoding.hf import HFCausalLM, HFSeq2SeqLM
@@ -36,6 +51,38 @@ def tiny_marian(seed: int, scale: float = 3.0) -> MarianMTModel:
                                        decoder_ffn_dim=32, max_position_embeddings=32, pad_token_id=VOCAB - 1,
                                        eos_token_id=0, decoder_start_token_id=VOCAB - 1, forced_eos_token_id=None))
     return _peaked(model, scale)
+
+
+def tiny_gemma3(seed: int, sliding_window: int = 16) -> Gemma3ForCausalLM:
+    torch.manual_seed(seed)
+    return Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, sliding_window=sliding_window, max_position_embeddings=64,
+        bos_token_id=1, eos_token_id=0, pad_token_id=VOCAB - 1,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"])).eval()
+
+
+def tiny_qwen2(seed: int) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                                        bos_token_id=1, eos_token_id=0)).eval()
+
+
+def tiny_t5(seed: int) -> T5ForConditionalGeneration:
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(T5Config(vocab_size=VOCAB, d_model=16, d_kv=8, d_ff=32, num_layers=2,
+                                               num_heads=2, decoder_start_token_id=VOCAB - 1,
+                                               pad_token_id=VOCAB - 1, eos_token_id=0)).eval()
+
+
+def tiny_bart(seed: int) -> BartForConditionalGeneration:
+    torch.manual_seed(seed)
+    return BartForConditionalGeneration(BartConfig(
+        vocab_size=VOCAB, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+        pad_token_id=VOCAB - 1, eos_token_id=0, decoder_start_token_id=0, bos_token_id=1,
+        forced_eos_token_id=None)).eval()
 
 
 def _peaked(model, scale):

@@ -6,7 +6,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from decoding import NonFiniteLogProbError, SearchInputError, exact_search, greedy_search
 from decoding.hf import HFCausalLM, HFSeq2SeqLM
-from tests.conftest import tiny_gpt2, tiny_llama, tiny_marian
+from tests.conftest import tiny_bart, tiny_gemma3, tiny_gpt2, tiny_llama, tiny_marian, tiny_qwen2, tiny_t5
 
 
 def test_masked_tokens_are_never_emitted_and_declared():
@@ -18,26 +18,30 @@ def test_masked_tokens_are_never_emitted_and_declared():
     assert torch.logsumexp(lp, -1).item() == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama])
-def test_rows_of_different_depths_batch_like_single_rows(make):
-    """Left-padded batches of paths of different lengths give the same distributions as one row at a time."""
-    lm = HFCausalLM(make(0))
-    root = lm.start((3, 4))
+@pytest.mark.parametrize("lm", [
+    HFCausalLM(tiny_gpt2(0)), HFCausalLM(tiny_llama(0)), HFCausalLM(tiny_gemma3(0)), HFCausalLM(tiny_qwen2(0)),
+    HFSeq2SeqLM(tiny_marian(0)), HFSeq2SeqLM(tiny_t5(0)), HFSeq2SeqLM(tiny_bart(0)),
+], ids=lambda lm: type(lm.model).__name__)
+def test_rows_of_different_depths_batch_like_single_rows(lm):
+    """Batches of paths of different lengths (left-padded for decoders, grouped by length for encoder-decoders)
+    give the same distributions as one row at a time, and both equal teacher forcing."""
+    root = lm.start((3, 4, 0))
     a = lm.extend(root, torch.tensor([4]))
     b = lm.extend(lm.extend(a, torch.tensor([2])), torch.tensor([1]))
     batch = lm.extend(lm.concat([root, b, a]), torch.tensor([1, 3, 4]))
     single = [lm.extend(s, torch.tensor([t])) for s, t in [(root, 1), (b, 3), (a, 4)]]
     assert torch.allclose(lm.logprobs(batch), torch.cat([lm.logprobs(s) for s in single]), atol=1e-5)
+    forced = lm.score((3, 4, 0), (4, 2, 1, 3))
+    cached = [lm.logprobs(s)[0, t] for s, t in [(root, 4), (a, 2), (lm.extend(a, torch.tensor([2])), 1), (b, 3)]]
+    assert torch.allclose(torch.stack(cached), forced, atol=1e-5)
+    if isinstance(lm, HFSeq2SeqLM):
+        assert batch.source.cross_kv[0][0].shape[0] == 1  # cross-attention states stored once per source
 
 
-def test_seq2seq_rows_of_different_depths():
-    lm = HFSeq2SeqLM(tiny_marian(1))
-    root = lm.start((3, 4, 0))
-    a = lm.extend(root, torch.tensor([4]))
-    batch = lm.extend(lm.concat([root, a]), torch.tensor([1, 3]))
-    expect = torch.cat([lm.logprobs(lm.extend(root, torch.tensor([1]))), lm.logprobs(lm.extend(a, torch.tensor([3])))])
-    assert torch.allclose(lm.logprobs(batch), expect, atol=1e-5)
-    assert batch.source.cross_kv[0][0].shape[0] == 1  # cross-attention states stored once per source
+def test_sliding_window_limit_is_explained():
+    lm = HFCausalLM(tiny_gemma3(0, sliding_window=6))
+    with pytest.raises(SearchInputError, match="sliding attention window"):
+        greedy_search(lm, (3, 4, 2), max_len=8, min_len=8)
 
 
 def test_empty_source_for_seq2seq_is_rejected():
