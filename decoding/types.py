@@ -39,8 +39,10 @@ class Hypothesis:
 @dataclass
 class SearchStats:
     """Cost of a search. ``nodes`` counts prefixes whose next-token distribution was computed (one model row
-    each); ``forward_calls`` counts batched model calls; ``tokens_scored`` counts rows × vocabulary entries
-    that were scored."""
+    each); ``forward_calls`` counts batched calls to the LanguageModel (``start`` / ``extend``; an
+    encoder-decoder adapter runs one decoder forward per distinct prefix length in a batch);
+    ``tokens_scored`` counts rows x vocabulary entries scored. ``budget_hit`` names the budget that stopped
+    an exact search, if any."""
 
     nodes: int = 0
     forward_calls: int = 0
