@@ -26,6 +26,17 @@ def _run(args: argparse.Namespace) -> None:
     print(f"\nrows written to {path / 'rows.jsonl'}")
 
 
+def _train(args: argparse.Namespace) -> None:
+    from experiments import train_mt
+
+    overrides = dict(parse_override(item) for item in args.set)
+    try:
+        cfg = load_config(train_mt.TrainMTConfig, "train_mt", Path(args.config) if args.config else None, overrides)
+    except ValueError as err:
+        raise SystemExit(f"bad config: {err}") from err
+    train_mt.main(cfg, Path(args.out) if args.out else None, limit=args.limit, argv=sys.argv)
+
+
 def _list(args: argparse.Namespace) -> None:
     for name, what in EXPERIMENTS.items():
         print(f"{name:<12} {what}   (config: {CONFIGS / (name + '.toml')})")
@@ -55,6 +66,16 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--limit", type=int, help="only the first N examples")
     run.add_argument("--out", help="run directory (default runs/<experiment>-<time>); an existing one is resumed")
     run.set_defaults(func=_run)
+    train = sub.add_parser("train", help="train a model: `lq train mt` (the Bible de->en Marian model)",
+                           description="Train a model; re-running the same command resumes from its checkpoint. "
+                           "Config: experiments/configs/train_mt.toml, overridable with --set (e.g. --set "
+                           "contamination=0.01 --set contamination_kind=copy).")
+    train.add_argument("what", choices=["mt"], help="mt: a MarianMTModel on a parallel corpus")
+    train.add_argument("--config", help="a TOML config file instead of the default")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    train.add_argument("--limit", type=int, help="only the first N training pairs (N/10 dev and test)")
+    train.add_argument("--out", help="model folder (default $LQ_CACHE/models/<corpus>-marian); resumed if present")
+    train.set_defaults(func=_train)
     sub.add_parser("list", help="list experiments").set_defaults(func=_list)
     sub.add_parser("models", help="list the named models available offline").set_defaults(func=_models)
     args = parser.parse_args(argv)

@@ -1,0 +1,289 @@
+"""Train a Marian-architecture translation model from scratch on CPU, saved as a normal HF folder.
+
+The result loads with ``AutoModelForSeq2SeqLM`` / ``AutoTokenizer`` like any OPUS-MT model: a
+``MarianMTModel`` and a shared BPE ``PreTrainedTokenizerFast`` trained with ``tokenizers`` on the training split
+(source ids end in ``</s>``; ``<pad>`` is also the decoder start token, as in OPUS-MT).
+
+Training: token-bucketed batches, AdamW with linear warm-up and inverse-square-root decay, label-smoothed
+cross-entropy. It checkpoints every few minutes (model, optimiser, step, epoch order) and resumes from the
+checkpoint when run again with the same output folder. ``contamination`` replaces a fraction of training
+targets by the empty string or by a copy of the source, for the theory of degenerate modes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+    from transformers import MarianMTModel, PreTrainedTokenizerFast
+
+SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2
+
+
+@dataclass(frozen=True)
+class MTConfig:
+    vocab_size: int = 8000
+    d_model: int = 256
+    layers: int = 3
+    heads: int = 4
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    max_tokens: int = 3000
+    max_len: int = 128
+    lr: float = 7e-4
+    warmup_steps: int = 1000
+    label_smoothing: float = 0.1
+    max_minutes: float = 170.0
+    max_epochs: int = 40
+    eval_every: int = 1000
+    eval_sentences: int = 200
+    checkpoint_minutes: float = 10.0
+    contamination: float = 0.0
+    contamination_kind: str = "empty"
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.contamination < 1:
+            raise ValueError(f"contamination must be in [0, 1), got {self.contamination}")
+        if self.contamination_kind not in ("empty", "copy"):
+            raise ValueError(f"contamination_kind must be 'empty' or 'copy', got {self.contamination_kind!r}")
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        for name in ("vocab_size", "d_model", "layers", "max_tokens", "max_len", "max_epochs", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def contaminate(train: pd.DataFrame, rate: float, kind: str, seed: int) -> pd.DataFrame:
+    """A copy of ``train`` whose target is replaced, for exactly round(rate * n) rows chosen by ``seed``, by
+    the empty string (``kind="empty"``) or the source (``"copy"``); column ``contaminated`` marks them."""
+    out = train.copy()
+    n = round(rate * len(out))
+    rows = random.Random(seed).sample(range(len(out)), n)
+    out["contaminated"] = False
+    idx = out.index[rows]
+    out.loc[idx, "target"] = "" if kind == "empty" else out.loc[idx, "source"]
+    out.loc[idx, "contaminated"] = True
+    return out
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS),
+                                                       show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=512)
+
+
+def build_model(cfg: MTConfig, vocab_size: int) -> MarianMTModel:
+    from transformers import MarianConfig, MarianMTModel
+
+    config = MarianConfig(
+        vocab_size=vocab_size, d_model=cfg.d_model, encoder_layers=cfg.layers, decoder_layers=cfg.layers,
+        encoder_attention_heads=cfg.heads, decoder_attention_heads=cfg.heads, encoder_ffn_dim=cfg.ffn_dim,
+        decoder_ffn_dim=cfg.ffn_dim, dropout=cfg.dropout, attention_dropout=cfg.dropout,
+        max_position_embeddings=512, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        forced_eos_token_id=1, share_encoder_decoder_embeddings=True, scale_embedding=True)
+    return MarianMTModel(config)
+
+
+def _batches(lengths: Sequence[int], max_tokens: int, rng: random.Random) -> list[list[int]]:
+    """Indices grouped by similar length so that batch size x longest length <= max_tokens; shuffled."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
+    for i in order:
+        longest = max(longest, lengths[i])
+        if cur and longest * (len(cur) + 1) > max_tokens:
+            batches.append(cur)
+            cur, longest = [], lengths[i]
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+def _pad(seqs: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    import torch
+
+    out = torch.full((len(seqs), max(len(s) for s in seqs)), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def translate(model: Any, tok: Any, sources: Sequence[str], *, batch_size: int = 32, num_beams: int = 1,
+              max_new_tokens: int = 160) -> list[str]:
+    """Batched greedy (or beam) translations with HF ``generate``, for quick evaluation of training."""
+    import torch
+
+    model.eval()
+    out: list[str] = []
+    with torch.inference_mode():
+        for i in range(0, len(sources), batch_size):
+            enc = tok(list(sources[i:i + batch_size]), return_tensors="pt", padding=True, truncation=True)
+            gen = model.generate(**enc, do_sample=False, num_beams=num_beams, max_new_tokens=max_new_tokens)
+            out.extend(tok.batch_decode(gen, skip_special_tokens=True))
+    return out
+
+
+def bleu_chrf(hyps: Sequence[str], refs: Sequence[str]) -> tuple[float, float]:
+    import sacrebleu
+
+    return (sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score,
+            sacrebleu.corpus_chrf(list(hyps), [list(refs)]).score)
+
+
+def data_hash(df: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    for row in df[["id", "source", "target"]].itertuples(index=False):
+        h.update("\t".join(map(str, row)).encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig, *, command: str = "",
+          progress: Callable[..., Any] | None = None) -> Path:
+    """Train (or resume) into ``out``: ``out/checkpoint`` while training, then the final fp16 HF folder with
+    ``README.md`` (model card), ``learning_curve.csv`` and ``training.json``. Returns ``out``."""
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+    from transformers.models.marian.modeling_marian import shift_tokens_right
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    ckpt = out / "checkpoint"
+    data = contaminate(train_df, cfg.contamination, cfg.contamination_kind, cfg.seed) if cfg.contamination \
+        else train_df.assign(contaminated=False)
+    meta: dict[str, Any] = {"config": asdict(cfg), "data_hash": data_hash(data), "command": command,
+                            "n_train": len(data), "n_contaminated": int(data["contaminated"].sum())}
+    if (ckpt / "state.pt").exists():
+        saved = json.loads((ckpt / "training.json").read_text())
+        if saved["config"] != meta["config"] or saved["data_hash"] != meta["data_hash"]:
+            raise SystemExit(f"{out} holds a checkpoint of a different config or data; use another output folder")
+        tok = AutoTokenizer.from_pretrained(ckpt)
+        model = build_model(cfg, len(tok))
+        state = torch.load(ckpt / "state.pt", weights_only=False)
+        model.load_state_dict(state["model"])
+        meta = saved
+    else:
+        ckpt.mkdir(parents=True, exist_ok=True)
+        tok = train_tokenizer(list(data["source"]) + list(data["target"]), cfg.vocab_size)
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, len(tok))
+        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "curve": []}
+    src_ids = tok(list(data["source"]), truncation=True, max_length=cfg.max_len)["input_ids"]
+    tgt_ids = tok(list(data["target"]), truncation=True, max_length=cfg.max_len)["input_ids"]
+    lengths = [max(len(s), len(t)) for s, t in zip(src_ids, tgt_ids, strict=True)]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / (s + 1))))
+    if "optimizer" in state:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    dev = dev_df.sample(n=min(cfg.eval_sentences, len(dev_df)), random_state=cfg.seed)
+
+    def save_checkpoint() -> None:
+        tmp = ckpt.with_name("checkpoint.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        tok.save_pretrained(tmp)
+        torch.save(state | {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict()}, tmp / "state.pt")
+        (tmp / "training.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(ckpt, ignore_errors=True)
+        tmp.rename(ckpt)
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        with torch.inference_mode():
+            enc = tok(list(dev["source"]), return_tensors="pt", padding=True, truncation=True,
+                      max_length=cfg.max_len)
+            labels = _pad(tok(list(dev["target"]), truncation=True, max_length=cfg.max_len)["input_ids"], -100)
+            loss = float(model(**enc, labels=labels).loss)
+        bleu, chrf = bleu_chrf(translate(model, tok, list(dev["source"])), list(dev["target"]))
+        model.train()
+        return {"dev_loss": loss, "dev_bleu": bleu, "dev_chrf": chrf}
+
+    started = time.monotonic() - state["elapsed"]
+    last_ckpt = time.monotonic()
+    model.train()
+    bar = tqdm(total=int(cfg.max_minutes * 60), initial=int(state["elapsed"]), unit="s",
+               desc="training (time budget)", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{remaining}]{postfix}")
+    running: float | None = None
+    done = False
+    while state["epoch"] < cfg.max_epochs and not done:
+        batches = _batches(lengths, cfg.max_tokens, random.Random(cfg.seed * 1000 + state["epoch"]))
+        for b in batches[state["batch_in_epoch"]:]:
+            if state["elapsed"] > cfg.max_minutes * 60:
+                done = True
+                break
+            src = _pad([src_ids[i] for i in b], 0)
+            labels = _pad([tgt_ids[i] for i in b], -100)
+            dec = shift_tokens_right(labels, 0, 0)
+            logits = model(input_ids=src, attention_mask=(src != 0).long(), decoder_input_ids=dec).logits
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1),
+                                                     ignore_index=-100, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            state["step"] += 1
+            state["batch_in_epoch"] += 1
+            value = loss.item()
+            running = value if running is None else 0.98 * running + 0.02 * value
+            state["elapsed"] = time.monotonic() - started
+            bar.n = int(state["elapsed"])
+            bar.set_postfix(step=state["step"], epoch=state["epoch"], loss=f"{running:.3f}")
+            if state["step"] % cfg.eval_every == 0:
+                row = {"step": state["step"], "epoch": state["epoch"], "elapsed_s": round(state["elapsed"], 1),
+                       "train_loss": running, **evaluate()}
+                state["curve"].append(row)
+                bar.write(json.dumps(row))
+            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
+                save_checkpoint()
+                last_ckpt = time.monotonic()
+        else:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+    bar.close()
+    save_checkpoint()
+    meta["training_seconds"] = round(state["elapsed"], 1)
+    meta["steps"] = state["step"]
+    meta["epochs"] = state["epoch"] + state["batch_in_epoch"] / len(_batches(lengths, cfg.max_tokens, random.Random()))
+    meta["final_eval"] = evaluate()
+    _save_final(model, tok, out, meta, state["curve"])
+    return out
+
+
+def _save_final(model: Any, tok: Any, out: Path, meta: dict[str, Any],
+                curve: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    model.half().save_pretrained(out, safe_serialization=True)
+    model.float()
+    tok.save_pretrained(out)
+    pd.DataFrame(curve).to_csv(out / "learning_curve.csv", index=False)
+    (out / "training.json").write_text(json.dumps(meta, indent=2))
