@@ -5,9 +5,10 @@ The result loads with ``AutoModelForSeq2SeqLM`` / ``AutoTokenizer`` like any OPU
 (source ids end in ``</s>``; ``<pad>`` is also the decoder start token, as in OPUS-MT).
 
 Training: token-bucketed batches, AdamW with linear warm-up and inverse-square-root decay, label-smoothed
-cross-entropy. It checkpoints every few minutes (model, optimiser, step, epoch order) and resumes from the
-checkpoint when run again with the same output folder. ``contamination`` replaces a fraction of training
-targets by the empty string or by a copy of the source, for the theory of degenerate modes.
+cross-entropy, for ``max_steps`` updates (reproducible), stopped early at ``max_minutes`` of wall time. It
+checkpoints every few minutes (model, optimiser, step, epoch order) and resumes from the checkpoint when run
+again with the same output folder. ``contamination`` replaces a fraction of training targets by the empty
+string or by a copy of the source, for the theory of degenerate modes.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class MTConfig:
     lr: float = 7e-4
     warmup_steps: int = 1000
     label_smoothing: float = 0.1
-    max_minutes: float = 170.0
+    max_steps: int = 7000
+    max_minutes: float = 180.0
     max_epochs: int = 40
     eval_every: int = 1000
     eval_sentences: int = 200
@@ -61,7 +63,8 @@ class MTConfig:
             raise ValueError(f"contamination_kind must be 'empty' or 'copy', got {self.contamination_kind!r}")
         if self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
-        for name in ("vocab_size", "d_model", "layers", "max_tokens", "max_len", "max_epochs", "eval_every"):
+        for name in ("vocab_size", "d_model", "layers", "max_tokens", "max_len", "max_steps", "max_epochs",
+                     "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -229,14 +232,13 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
     started = time.monotonic() - state["elapsed"]
     last_ckpt = time.monotonic()
     model.train()
-    bar = tqdm(total=int(cfg.max_minutes * 60), initial=int(state["elapsed"]), unit="s",
-               desc="training (time budget)", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{remaining}]{postfix}")
+    bar = tqdm(total=cfg.max_steps, initial=state["step"], unit="step", desc="training")
     running: float | None = None
     done = False
     while state["epoch"] < cfg.max_epochs and not done:
         batches = _batches(lengths, cfg.max_tokens, random.Random(cfg.seed * 1000 + state["epoch"]))
         for b in batches[state["batch_in_epoch"]:]:
-            if state["elapsed"] > cfg.max_minutes * 60:
+            if state["step"] >= cfg.max_steps or state["elapsed"] > cfg.max_minutes * 60:
                 done = True
                 break
             src = _pad([src_ids[i] for i in b], 0)
@@ -255,8 +257,8 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
             value = loss.item()
             running = value if running is None else 0.98 * running + 0.02 * value
             state["elapsed"] = time.monotonic() - started
-            bar.n = int(state["elapsed"])
-            bar.set_postfix(step=state["step"], epoch=state["epoch"], loss=f"{running:.3f}")
+            bar.update(1)
+            bar.set_postfix(epoch=state["epoch"], loss=f"{running:.3f}")
             if state["step"] % cfg.eval_every == 0:
                 row = {"step": state["step"], "epoch": state["epoch"], "elapsed_s": round(state["elapsed"], 1),
                        "train_loss": running, **evaluate()}
