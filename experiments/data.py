@@ -54,7 +54,6 @@ import importlib.metadata
 import importlib.util
 import io
 import logging
-import os
 import pickle
 import re
 import sqlite3
@@ -68,6 +67,8 @@ from typing import Any
 
 import pandas as pd
 
+from models.registry import cache_dir
+
 __all__ = [
     "BIBLE_VERSIONS",
     "CORPORA",
@@ -75,7 +76,6 @@ __all__ = [
     "SPLITS",
     "CorpusNotAvailableError",
     "bible_split",
-    "cache_dir",
     "clean_verse",
     "few_shot_examples",
     "few_shot_prompt",
@@ -128,12 +128,6 @@ DOC_HELD_OUT_FRACTION = 0.05
 
 class CorpusNotAvailableError(RuntimeError):
     """A corpus's source is not installed or not downloaded here; the message says what to run."""
-
-
-def cache_dir() -> Path:
-    """``$LQ_CACHE`` if set, else ``~/.cache/lq`` (the same rule as ``models.cache_dir``, without importing torch)."""
-    env = os.environ.get("LQ_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "lq"
 
 
 def _stable_int(key: str) -> int:
