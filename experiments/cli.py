@@ -43,12 +43,24 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _models(args: argparse.Namespace) -> None:
-    from models import NAMED_MODELS, cache_dir
+    from models import NAMED_MODELS, cache_dir, named_model_status
 
-    for name, spec in NAMED_MODELS.items():
-        folder = cache_dir() / "models" / name
-        print(f"{name:<24} {spec.architecture:<20} {spec.licence:<12} {spec.requirement:<28} "
-              f"{'converted: ' + str(folder) if folder.is_dir() else 'not converted yet (first load converts it)'}")
+    def size(n: int | None) -> str:
+        return "-" if n is None else f"{n / 1e6:,.0f} MB"
+
+    header = ("name", "installed", "converted", "size on disk", "architecture", "licence", "install")
+    rows = [header]
+    for name in NAMED_MODELS:
+        st = named_model_status(name)
+        on_disk = f"{size(st.converted_bytes)} (converted)" if st.converted else f"{size(st.package_bytes)} (package)"
+        rows.append((name, "yes" if st.installed else "no", "yes" if st.converted else "no",
+                     on_disk if st.installed or st.converted else "-", st.spec.architecture, st.spec.licence,
+                     "" if st.installed else st.spec.install_command))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(f"\nconverted models live in {cache_dir() / 'models'} ($LQ_CACHE); the first load of an installed model "
+          "converts it")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,11 +5,14 @@ from models.registry import (
     ModelInfo,
     ModelNotAvailableError,
     NamedModelSpec,
+    NamedModelStatus,
     cache_dir,
     load_lm,
     load_model,
+    named_model_status,
 )
 
 __all__ = [
-    "NAMED_MODELS", "ModelInfo", "ModelNotAvailableError", "NamedModelSpec", "cache_dir", "load_lm", "load_model",
+    "NAMED_MODELS", "ModelInfo", "ModelNotAvailableError", "NamedModelSpec", "NamedModelStatus", "cache_dir",
+    "load_lm", "load_model", "named_model_status",
 ]

