@@ -58,18 +58,6 @@ class SearchStats:
         self.forward_calls += other.forward_calls
         self.tokens_scored += other.tokens_scored
 
-    def as_dict(self) -> dict[str, Any]:
-        out = {
-            "nodes": self.nodes,
-            "forward_calls": self.forward_calls,
-            "tokens_scored": self.tokens_scored,
-            "wall_s": self.wall_s,
-            "upper_bound": self.upper_bound,
-            "budget_hit": self.budget_hit,
-        }
-        out.update(self.extra)
-        return out
-
 
 @dataclass
 class SearchResult:

@@ -19,7 +19,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,8 +165,7 @@ def data_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig, *, command: str = "",
-          progress: Callable[..., Any] | None = None) -> Path:
+def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig, *, command: str = "") -> Path:
     """Train (or resume) into ``out``: ``out/checkpoint`` while training, then the final fp16 HF folder with
     ``README.md`` (model card), ``learning_curve.csv`` and ``training.json``. Returns ``out``."""
     import torch
