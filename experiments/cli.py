@@ -91,7 +91,22 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("list", help="list experiments").set_defaults(func=_list)
     sub.add_parser("models", help="list the named models available offline").set_defaults(func=_models)
     args = parser.parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except Exception as err:
+        if isinstance(err, _user_errors()):
+            raise SystemExit(f"lq: error: {err}") from err
+        raise
+
+
+USER_ERRORS = (("models.registry", "ModelNotAvailableError"), ("experiments.data", "CorpusNotAvailableError"),
+               ("decoding.types", "SearchInputError"))
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe bad input and are shown as a message, not a traceback. Looked up lazily (a raised
+    error's module is loaded) so that `lq --help` does not import torch."""
+    return tuple(getattr(sys.modules[module], name) for module, name in USER_ERRORS if module in sys.modules)
 
 
 if __name__ == "__main__":

@@ -80,8 +80,6 @@ def test_cli_run_with_overrides(tiny_model_dir, tmp_path, capsys):
         cli.main(["run", "--set", "beam=3", "--out", str(tmp_path / "x")])
 
 
-def test_unknown_model_gets_a_clear_error(tmp_path):
-    from models import ModelNotAvailableError, load_model
-
-    with pytest.raises(ModelNotAvailableError, match="named model"):
-        load_model(str(tmp_path / "no-such-model"))
+def test_unknown_model_gets_a_clear_error_not_a_traceback(tmp_path):
+    with pytest.raises(SystemExit, match="lq: error: .*named model"):
+        cli.main(["run", "--set", "model=no-such-model", "--out", str(tmp_path / "run")])
