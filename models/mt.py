@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from transformers import MarianMTModel, PreTrainedTokenizerFast
 
 SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2
+BUDGET_FIELDS = ("max_steps", "max_minutes", "checkpoint_minutes", "threads")  # may change when resuming
 
 
 @dataclass(frozen=True)
@@ -182,8 +183,12 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
                             "n_train": len(data), "n_contaminated": int(data["contaminated"].sum())}
     if (ckpt / "state.pt").exists():
         saved = json.loads((ckpt / "training.json").read_text())
-        if saved["config"] != meta["config"] or saved["data_hash"] != meta["data_hash"]:
+        def fixed(config: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in config.items() if k not in BUDGET_FIELDS}
+
+        if fixed(saved["config"]) != fixed(meta["config"]) or saved["data_hash"] != meta["data_hash"]:
             raise SystemExit(f"{out} holds a checkpoint of a different config or data; use another output folder")
+        saved["config"] = meta["config"]
         tok = AutoTokenizer.from_pretrained(ckpt)
         model = build_model(cfg, len(tok))
         state = torch.load(ckpt / "state.pt", weights_only=False)

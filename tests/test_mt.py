@@ -56,6 +56,9 @@ def test_tiny_training_run_gives_a_loadable_model_and_resumes(tmp_path):
     assert res.best is not None
     again = train(number_pairs(300, 0), number_pairs(30, 1), tmp_path / "mt", TINY, command="pytest")
     assert json.loads((again / "training.json").read_text())["steps"] == meta["steps"] == 40
+    longer = MTConfig(**{**TINY.__dict__, "max_steps": 45})  # a budget may grow on resume
+    assert json.loads((train(number_pairs(300, 0), number_pairs(30, 1), tmp_path / "mt", longer)
+                       / "training.json").read_text())["steps"] == 45
 
 
 def test_resuming_with_other_data_is_refused(tmp_path):
