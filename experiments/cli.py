@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from experiments.config import CONFIGS, load_config, parse_override
 
-EXPERIMENTS = {"demo": "exact vs beam search on SmolLM2-135M-Instruct, 5 short prompts (default)"}
-DEFAULT_EXPERIMENT = "demo"
+# name -> (what it does, module, config class); modules are imported only when run (they import torch)
+EXPERIMENTS = {
+    "modes": ("greedy, beam, exact, length-conditional modes and samples of the shipped Bible de->en model on "
+              "test verses; report and figures (default)", "experiments.modes", "ModesConfig"),
+    "demo": ("exact vs beam search on SmolLM2-135M-Instruct, 5 short prompts", "experiments.demo", "DemoConfig"),
+}
+DEFAULT_EXPERIMENT = "modes"
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -19,11 +25,31 @@ def _run(args: argparse.Namespace) -> None:
         raise SystemExit(f"unknown experiment {name!r}; `lq list` shows: {', '.join(EXPERIMENTS)}")
     overrides = dict(parse_override(item) for item in args.set)
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    from experiments import demo
+    _, module_name, config_class = EXPERIMENTS[name]
+    module = importlib.import_module(module_name)
+    cfg = load_config(getattr(module, config_class), name, Path(args.config) if args.config else None, overrides)
+    path = module.main(cfg, out, limit=args.limit, argv=sys.argv)
+    print(f"\nrun directory: {path}")
 
-    cfg = load_config(demo.DemoConfig, name, Path(args.config) if args.config else None, overrides)
-    path = demo.main(cfg, out, limit=args.limit, argv=sys.argv)
-    print(f"\nrows written to {path / 'rows.jsonl'}")
+
+def _run_dir(path: str) -> Path:
+    run_dir = Path(path)
+    if not (run_dir / "rows.jsonl").is_file() and not (run_dir / "rows.parquet").is_file():
+        raise SystemExit(f"{run_dir} is not a run directory (no rows.jsonl or rows.parquet)")
+    return run_dir
+
+
+def _figures(args: argparse.Namespace) -> None:
+    from experiments.report import render_figures
+
+    for path in render_figures(_run_dir(args.run_dir)):
+        print(path)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from experiments.report import write_report
+
+    print(write_report(_run_dir(args.run_dir)).read_text())
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -38,12 +64,12 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
-    for name, what in EXPERIMENTS.items():
+    for name, (what, _, _) in EXPERIMENTS.items():
         print(f"{name:<12} {what}   (config: {CONFIGS / (name + '.toml')})")
 
 
 def _models(args: argparse.Namespace) -> None:
-    from models import NAMED_MODELS, cache_dir, named_model_status
+    from models import NAMED_MODELS, ShippedModelSpec, cache_dir, named_model_status
 
     def size(n: int | None) -> str:
         return "-" if n is None else f"{n / 1e6:,.0f} MB"
@@ -52,7 +78,9 @@ def _models(args: argparse.Namespace) -> None:
     rows = [header]
     for name in NAMED_MODELS:
         st = named_model_status(name)
-        on_disk = f"{size(st.converted_bytes)} (converted)" if st.converted else f"{size(st.package_bytes)} (package)"
+        shipped = isinstance(st.spec, ShippedModelSpec)
+        on_disk = (f"{size(st.converted_bytes)} ({'shipped' if shipped else 'converted'})" if st.converted
+                   else f"{size(st.package_bytes)} (package)")
         rows.append((name, "yes" if st.installed else "no", "yes" if st.converted else "no",
                      on_disk if st.installed or st.converted else "-", st.spec.architecture, st.spec.licence,
                      "" if st.installed else st.spec.install_command))
@@ -68,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="lq", description="Find the modes of text-generation models exactly and approximately, and measure "
         "how likelihood, degeneracy and quality diverge.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run an experiment (default: the exact-vs-beam demo)",
+    run = sub.add_parser("run", help=f"run an experiment (default: {DEFAULT_EXPERIMENT})",
                          description="Run an experiment; its config is a TOML file under experiments/configs, "
                          "overridable with --set. Re-running with the same --out resumes an interrupted run.")
     run.add_argument("experiment", nargs="?", help=f"one of: {', '.join(EXPERIMENTS)} (default {DEFAULT_EXPERIMENT})")
@@ -88,6 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--limit", type=int, help="only the first N training pairs (N/10 dev and test)")
     train.add_argument("--out", help="model folder (default $LQ_CACHE/models/<corpus>-marian); resumed if present")
     train.set_defaults(func=_train)
+    figures = sub.add_parser("figures", help="re-render a run's figures (PDF and PNG) into RUN_DIR/figures")
+    figures.add_argument("run_dir")
+    figures.set_defaults(func=_figures)
+    report = sub.add_parser("report", help="re-write a run's report.md (per-method table with CIs) and print it")
+    report.add_argument("run_dir")
+    report.set_defaults(func=_report)
     sub.add_parser("list", help="list experiments").set_defaults(func=_list)
     sub.add_parser("models", help="list the named models available offline").set_defaults(func=_models)
     args = parser.parse_args(argv)

