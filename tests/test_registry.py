@@ -1,4 +1,5 @@
-"""The model registry and `lq models`, without loading any real model (conversion takes a minute or more)."""
+"""The model registry and `lq models`: errors and listings without converting the GGUF models (a minute or more
+each), and the shipped translation model loaded for real (15 MB)."""
 
 import importlib.metadata
 import importlib.util
@@ -11,7 +12,8 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from decoding.hf import HFCausalLM
+from decoding import exact_search, greedy_search
+from decoding.hf import HFCausalLM, HFSeq2SeqLM
 from experiments.cli import main as lq
 from models import NAMED_MODELS, ModelNotAvailableError, cache_dir, load_lm, load_model, named_model_status
 
@@ -84,7 +86,7 @@ def test_unknown_name_lists_the_named_models(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelNotAvailableError) as err:
         load_model("lq-test/no-such-model")
-    assert "'lq-test/no-such-model' is not a named model (gemma3-270m, smollm2-135m-instruct)" in str(err.value)
+    assert "'lq-test/no-such-model' is not a named model (bible-de-en-marian, gemma3-270m, smollm2-135m-instruct)" in str(err.value)
 
 
 def test_cache_dir_honours_lq_cache(tmp_path, monkeypatch):
@@ -107,6 +109,8 @@ def test_lq_models_lists_every_named_model(empty_cache, monkeypatch, capsys):
     assert "Gemma3ForCausalLM" in gemma and "Gemma Terms of Use" in gemma and gemma.endswith(GEMMA_INSTALL)
     smollm2 = lines["smollm2-135m-instruct"]
     assert "LlamaForCausalLM" in smollm2 and "Apache-2.0" in smollm2
+    shipped = lines["bible-de-en-marian"]
+    assert shipped.split()[1:3] == ["yes", "yes"] and "(shipped)" in shipped and "MarianMTModel" in shipped
     assert lines["name"].split()[:3] == ["name", "installed", "converted"]
     assert str(empty_cache / "models") in out
 
@@ -140,3 +144,13 @@ def test_converted_folder_loads_without_the_packages(empty_cache, monkeypatch):
     assert (status.installed, status.converted) == (False, True) and status.converted_bytes
     lm, _, info = load_lm("gemma3-270m")
     assert isinstance(lm, HFCausalLM) and info.name == "gemma3-270m" and "Q4_K_M" in info.source
+
+
+def test_shipped_translation_model_translates_and_exact_search_runs_on_it():
+    lm, tok, info = load_lm("bible-de-en-marian")
+    assert isinstance(lm, HFSeq2SeqLM) and info.architecture == "MarianMTModel" and "lq train mt" in info.source
+    ids = tok("Und Gott sprach: Es werde Licht! und es ward Licht.")["input_ids"]
+    greedy = greedy_search(lm, ids, max_len=30).best
+    assert "light" in tok.decode(greedy.token_ids, skip_special_tokens=True).lower()
+    res = exact_search(lm, ids, max_len=30, max_seconds=60)
+    assert res.best.logprob >= greedy.logprob - 1e-4
