@@ -8,7 +8,9 @@ Training: token-bucketed batches, AdamW with linear warm-up and inverse-square-r
 cross-entropy, for ``max_steps`` updates (reproducible), stopped early at ``max_minutes`` of wall time. It
 checkpoints every few minutes (model, optimiser, step, epoch order) and resumes from the checkpoint when run
 again with the same output folder. ``contamination`` replaces a fraction of training targets by the empty
-string or by a copy of the source, for the theory of degenerate modes.
+string or by a copy of the source, for the theory of degenerate modes; with ``init_from`` (a model folder, e.g.
+the shipped model) training continues from that model and its tokenizer instead of starting from scratch, which is
+how the contamination experiment fine-tunes one model on differently contaminated data.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class MTConfig:
     contamination_kind: str = "empty"
     seed: int = 0
     threads: int = 2
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.contamination < 1:
@@ -96,6 +99,16 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenize
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
                                    model_max_length=512)
+
+
+def _initial_model(cfg: MTConfig, vocab_size: int) -> MarianMTModel:
+    """A fresh model from ``cfg``, or the float32 weights of ``cfg.init_from``."""
+    if not cfg.init_from:
+        return build_model(cfg, vocab_size)
+    import torch
+    from transformers import MarianMTModel
+
+    return MarianMTModel.from_pretrained(cfg.init_from, dtype=torch.float32)
 
 
 def build_model(cfg: MTConfig, vocab_size: int) -> MarianMTModel:
@@ -186,19 +199,22 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
         def fixed(config: dict[str, Any]) -> dict[str, Any]:
             return {k: v for k, v in config.items() if k not in BUDGET_FIELDS}
 
-        if fixed(saved["config"]) != fixed(meta["config"]) or saved["data_hash"] != meta["data_hash"]:
+        # a key missing from an older checkpoint's config had the value that is its default today
+        same_config = fixed(asdict(MTConfig()) | saved["config"]) == fixed(meta["config"])
+        if not same_config or saved["data_hash"] != meta["data_hash"]:
             raise SystemExit(f"{out} holds a checkpoint of a different config or data; use another output folder")
         saved["config"] = meta["config"]
         tok = AutoTokenizer.from_pretrained(ckpt)
-        model = build_model(cfg, len(tok))
+        model = _initial_model(cfg, len(tok))
         state = torch.load(ckpt / "state.pt", weights_only=False)
         model.load_state_dict(state["model"])
         meta = saved
     else:
         ckpt.mkdir(parents=True, exist_ok=True)
-        tok = train_tokenizer(list(data["source"]) + list(data["target"]), cfg.vocab_size)
+        tok = AutoTokenizer.from_pretrained(cfg.init_from) if cfg.init_from else train_tokenizer(
+            list(data["source"]) + list(data["target"]), cfg.vocab_size)
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg, len(tok))
+        model = _initial_model(cfg, len(tok))
         state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "curve": []}
     src_ids = tok(list(data["source"]), truncation=True, max_length=cfg.max_len)["input_ids"]
     tgt_ids = tok(list(data["target"]), truncation=True, max_length=cfg.max_len)["input_ids"]

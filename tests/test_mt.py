@@ -66,3 +66,16 @@ def test_resuming_with_other_data_is_refused(tmp_path):
     train(number_pairs(100, 0), number_pairs(10, 1), tmp_path / "mt", cfg)
     with pytest.raises(SystemExit, match="different config or data"):
         train(number_pairs(100, 5), number_pairs(10, 1), tmp_path / "mt", cfg)
+
+
+def test_init_from_continues_a_trained_model_on_contaminated_data(tmp_path):
+    base = train(number_pairs(100, 0), number_pairs(10, 1), tmp_path / "base",
+                 MTConfig(**{**TINY.__dict__, "max_steps": 5}))
+    cfg = MTConfig(**{**TINY.__dict__, "max_steps": 3, "init_from": str(base), "contamination": 0.1})
+    tuned = train(number_pairs(100, 0), number_pairs(10, 1), tmp_path / "tuned", cfg)
+    meta = json.loads((tuned / "training.json").read_text())
+    assert meta["steps"] == 3 and meta["n_contaminated"] == 10 and meta["config"]["init_from"] == str(base)
+    assert AutoTokenizer.from_pretrained(tuned).get_vocab() == AutoTokenizer.from_pretrained(base).get_vocab()
+    base_w = AutoModelForSeq2SeqLM.from_pretrained(base).model.shared.weight
+    tuned_w = AutoModelForSeq2SeqLM.from_pretrained(tuned).model.shared.weight
+    assert base_w.shape == tuned_w.shape and 0 < (base_w - tuned_w).abs().max() < 0.1
