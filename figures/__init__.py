@@ -5,8 +5,10 @@
 - ``likelihood_quality``: chrF against likelihood quantile within source, search methods overlaid.
 - ``empty_vs_length``: share of empty certified modes against source length, with a logistic fit.
 - ``length_conditional``: log-probability and chrF of the mode at each length relative to the reference.
+- ``critical_epsilon``: the contamination rate above which the mode turns degenerate, against the population's
+  min-entropy; closed form with exact toy searches overlaid (a table from ``experiments.contamination_toy``).
 
-``render(df, out_dir)`` writes every figure the table supports as PDF and PNG; ``style`` holds the shared method
+``render(df, out_dir)`` writes every result-table figure the table supports as PDF and PNG; ``style`` holds the shared method
 colours, sizes and rc settings. Figures read tables only (``analysis``), never models or search.
 """
 
