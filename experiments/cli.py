@@ -52,6 +52,12 @@ def _report(args: argparse.Namespace) -> None:
     print(write_report(_run_dir(args.run_dir)).read_text())
 
 
+def _paper(args: argparse.Namespace) -> None:
+    from experiments.paper import build
+
+    build(Path(args.results) if args.results else None, pdf=not args.no_pdf)
+
+
 def _train(args: argparse.Namespace) -> None:
     from experiments import train_mt
 
@@ -122,6 +128,14 @@ def main(argv: list[str] | None = None) -> None:
     report = sub.add_parser("report", help="re-write a run's report.md (per-method table with CIs) and print it")
     report.add_argument("run_dir")
     report.set_defaults(func=_report)
+    paper = sub.add_parser("paper", help="regenerate the paper's figures, tables and numbers from the committed runs "
+                           "and build paper/paper.pdf (run from the repository root)",
+                           description="Regenerate paper/generated (figures, per-method tables, numbers.tex) from "
+                           "one run directory per experiment under paper/results, then build paper/paper.pdf with "
+                           "latexmk if it is installed (else print how to install TeX).")
+    paper.add_argument("--results", help="folder holding one run directory per experiment (default paper/results)")
+    paper.add_argument("--no-pdf", action="store_true", help="only regenerate paper/generated; do not run latexmk")
+    paper.set_defaults(func=_paper)
     sub.add_parser("list", help="list experiments").set_defaults(func=_list)
     sub.add_parser("models", help="list the named models available offline").set_defaults(func=_models)
     args = parser.parse_args(argv)

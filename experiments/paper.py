@@ -1,0 +1,348 @@
+"""``lq paper``: the paper's figures, tables and numbers regenerated from the committed runs (DESIGN.md §7).
+
+``paper/results/<experiment>/`` holds one run directory per experiment (config.json and rows.parquet; rows.jsonl
+is not committed). For each, ``build`` writes into ``paper/generated/``:
+
+- ``<experiment>/<figure>.pdf`` (and .png): every figure ``figures.render`` can draw from the run;
+- ``<experiment>_summary.tex``: ``experiments.report.summary_table`` as a caption-free booktabs tabular, one row per
+  method, each cell "value [lo, hi]" (95% CI); paper.tex wraps it in a table environment;
+- ``numbers.tex``: one ``\\lqdef{<experiment>.<key>}{<value>}`` per number the text may quote (run size, config,
+  how the shipped model was trained, every cell of the summary table, the certified modes' empty rate and its
+  logistic fit on source length, the likelihood-quality rank correlation, paired bootstrap tests against
+  ``PAIRED_BASELINE``), plus ``def.<key>`` for the definitions the method section states (degeneracy thresholds,
+  sacreBLEU signatures). The text quotes them only through ``\\measured{key}``, so every number in the paper is a
+  measured one.
+
+An experiment that paper.tex discusses (``EXPERIMENTS``) but has no run yet gets a visible "results not yet
+generated" table; its figures (paper.tex checks that each file exists) and numbers (an undefined key prints as a
+red marker) show placeholders too, so the paper builds at every stage. Then ``latexmk`` builds paper/paper.pdf if
+it is installed; if not, ``build`` says how to install TeX and leaves the generated sources ready.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis import stats
+from analysis.frames import CONFIG, ROWS_JSONL, ROWS_PARQUET, load_run
+from analysis.likelihood import MODE_METHOD
+from experiments.report import summary_table
+
+__all__ = ["EXPERIMENTS", "INSTALL_TEX", "N_BOOT", "PAIRED_BASELINE", "PLACEHOLDER", "build", "definitions", "generate",
+           "numbers", "summary_latex", "tex_escape", "tex_number"]
+
+EXPERIMENTS = ("modes", "contamination", "conditional")
+"""The experiments paper.tex discusses, in its order; a run under another name is generated too."""
+PAIRED_BASELINE = "beam5"
+"""The method every other one is compared with by paired bootstrap: the beam width of common NMT practice."""
+N_BOOT = 1000
+"""Bootstrap resamples behind every interval and paired test in the paper."""
+TEX_PACKAGES = ("latexmk", "texlive-latex-recommended", "texlive-latex-extra", "texlive-fonts-recommended")
+INSTALL_TEX = "apt-get install -y " + " ".join(TEX_PACKAGES)
+GENERATED = "generated"
+NUMBERS = "numbers.tex"
+PLACEHOLDER = "results not yet generated"
+LOG_LINES = 40
+
+# digits after the point per summary_table column; the rest get 1, as in report.md
+_DIGITS = {"n": 0, "sec/source": 2}
+_TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+Number = tuple[str, Any, str]
+"""(key without the experiment prefix, raw value, TeX text)."""
+
+
+def tex_escape(text: object) -> str:
+    """``text`` as LaTeX prints it literally (outside math and verbatim)."""
+    return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
+
+
+def tex_number(value: Any, digits: int = 1) -> str:
+    """``value`` rounded to ``digits`` for running text; ``--`` where there is none (NaN: e.g. the certified
+    share of a search that certifies nothing). The minus sign is a real one in text and math alike."""
+    if value is None or pd.isna(value) or not math.isfinite(float(value)):
+        return "--"
+    text = f"{float(value):.{digits}f}"
+    if float(text) == 0:
+        # a Wilson bound at a rate of 0 can miss it by float rounding: no "-0.0" in the paper
+        text = text.lstrip("-")
+    return r"\ensuremath{-}" + text[1:] if text.startswith("-") else text
+
+
+def _number(key: str, value: Any, digits: int = 1) -> Number:
+    return key, value, tex_number(value, digits)
+
+
+def _interval(key: str, value: Any, lo: Any, hi: Any, digits: int = 1) -> list[Number]:
+    return [_number(key, value, digits), _number(f"{key}.lo", lo, digits), _number(f"{key}.hi", hi, digits)]
+
+
+def _slug(name: str) -> str:
+    """A summary_table column as a key part: "search error %" -> "searcherror", "sec/source" -> "secsource"."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _config_text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(_config_text(v) for v in value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        text = f"{value:g}"
+        return r"\ensuremath{-}" + text[1:] if text.startswith("-") else text
+    return "none" if value is None else tex_escape(value)
+
+
+def _definition_numbers() -> Iterator[Number]:
+    """The definitions the method section states: degeneracy thresholds, the search-error tolerance, the bootstrap
+    size and sacreBLEU's signatures (breakable at each ``|``, they are long)."""
+    from analysis.degeneracy import DegeneracyThresholds
+    from analysis.likelihood import SEARCH_ERROR_TOL
+    from analysis.quality import signatures
+
+    for name, value in dataclasses.asdict(DegeneracyThresholds()).items():
+        yield _slug(name), value, _config_text(value)
+    yield "searcherrortol", SEARCH_ERROR_TOL, _config_text(SEARCH_ERROR_TOL)
+    yield "nboot", N_BOOT, _config_text(N_BOOT)
+    for metric, signature in signatures().items():
+        parts = [tex_escape(part) for part in signature.split("|")]
+        yield f"signature.{_slug(metric)}", signature, r"\texttt{" + r"|\allowbreak ".join(parts) + "}"
+
+
+def _training_meta(model: str) -> dict[str, Any] | None:
+    """``training.json`` of a shipped model (written by ``lq train mt``); None for any other model."""
+    from models import NAMED_MODELS, ShippedModelSpec, named_model_status
+
+    if not isinstance(NAMED_MODELS.get(model), ShippedModelSpec):
+        return None
+    path = named_model_status(model).folder / "training.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _training_numbers(df: pd.DataFrame) -> Iterator[Number]:
+    """How the run's model was trained, where it is the shipped model: ``training.config.<key>``, steps, epochs,
+    hours and the final development-set scores (``training.devbleu``, ...)."""
+    models = df["model"].dropna().unique()
+    meta = _training_meta(str(models[0])) if len(models) == 1 else None
+    if meta is None:
+        return
+    for key, value in meta.get("config", {}).items():
+        yield f"training.config.{key}", value, _config_text(value)
+    if "steps" in meta:
+        yield _number("training.steps", meta["steps"], 0)
+    if "epochs" in meta:
+        yield _number("training.epochs", meta["epochs"])
+    if "training_seconds" in meta:
+        yield _number("training.hours", meta["training_seconds"] / 3600)
+    for key, value in (meta.get("final_eval") or {}).items():
+        yield _number(f"training.{_slug(key)}", value, 2 if "loss" in key else 1)
+
+
+def _run_numbers(df: pd.DataFrame, config: dict[str, Any]) -> Iterator[Number]:
+    yield _number("sources", df["example_id"].nunique(), 0)
+    yield _number("rows", len(df), 0)
+    for column in ("model", "dataset"):
+        names = ", ".join(sorted(df[column].dropna().unique()))
+        yield column, names, tex_escape(names)
+    if "run_id" in config:
+        yield "runid", config["run_id"], tex_escape(config["run_id"])
+    for key, value in config.get("config", {}).items():
+        yield f"config.{key}", value, _config_text(value)
+    if "source_tokens" in df.columns:
+        lengths = df.groupby("example_id")["source_tokens"].first().astype(float)
+        yield _number("sourcetokens.mean", lengths.mean())
+        yield _number("sourcetokens.min", lengths.min(), 0)
+        yield _number("sourcetokens.max", lengths.max(), 0)
+
+
+def _method_numbers(table: pd.DataFrame) -> Iterator[Number]:
+    """Every cell of the summary table: ``<method>.<metric>`` with ``.lo`` and ``.hi`` where it has a CI."""
+    for row in table.to_dict("records"):
+        for column in table.columns:
+            if column == "method" or column.endswith((" lo", " hi")):
+                continue
+            key, digits = f"{row['method']}.{_slug(column)}", _DIGITS.get(column, 1)
+            if f"{column} lo" in table.columns:
+                yield from _interval(key, row[column], row[f"{column} lo"], row[f"{column} hi"], digits)
+            else:
+                yield _number(key, row[column], digits)
+
+
+def _mode_numbers(df: pd.DataFrame) -> Iterator[Number]:
+    """How often the certified exact mode is empty (Wilson CI), and the logistic fit of that on source length
+    as the odds ratio per 10 source tokens (Wald CI, p-value); nothing where no exact search ran."""
+    from figures.style import is_true, rows
+
+    modes = rows(df, method=MODE_METHOD)
+    if modes.empty:
+        return
+    certified = modes[is_true(modes["certified"])]
+    yield _number("certifiedmodes.n", len(certified), 0)
+    rate = stats.rate_ci(certified, "empty", by=None).iloc[0]
+    yield from _interval("certifiedmodes.empty", 100 * rate["rate"], 100 * rate["lo"], 100 * rate["hi"])
+    if "source_tokens" not in df.columns:
+        return
+    try:
+        coefficients, _ = stats.logistic_fit(certified, x="source_tokens", y="empty")
+    except ValueError:
+        # all modes empty, none empty, or lengths separating them: no finite fit, and the text shows the marker
+        return
+    slope = coefficients.set_index("term").loc["source_tokens"]
+    odds = {c: math.exp(10 * slope[c]) for c in ("estimate", "lo", "hi")}
+    yield from _interval("emptylength.oddsratio10", odds["estimate"], odds["lo"], odds["hi"], digits=2)
+    yield _number("emptylength.p", slope["p_value"], 3)
+
+
+def _correlation_numbers(df: pd.DataFrame) -> Iterator[Number]:
+    """Mean per-source rank correlation of log-probability and sentence chrF over each source's distinct outputs."""
+    if not {"logprob", "chrf", "text"} <= set(df.columns) or df.empty:
+        return
+    for r in stats.rank_correlation(df, x="logprob", y="chrf", n_boot=N_BOOT).to_dict("records"):
+        yield from _interval(f"likelihoodchrf.{r['statistic']}", r["value"], r["lo"], r["hi"], digits=2)
+        yield _number(f"likelihoodchrf.{r['statistic']}.sources", r["n_sources"], 0)
+
+
+def _paired_numbers(df: pd.DataFrame) -> Iterator[Number]:
+    """Every method against ``PAIRED_BASELINE`` (paired bootstrap, Koehn 2004): corpus BLEU and chrF difference
+    ``<method>.vs<baseline>.<metric>`` and its p-value ``.p``."""
+    if PAIRED_BASELINE not in set(df["method"]):
+        return
+    for metric in ("bleu", "chrf"):
+        for r in stats.paired_bootstrap(df, metric, baseline=PAIRED_BASELINE, n_boot=N_BOOT).to_dict("records"):
+            key = f"{r['method']}.vs{PAIRED_BASELINE}.{metric}"
+            yield _number(key, r["delta"])
+            yield _number(f"{key}.p", r["p_value"], 3)
+
+
+def numbers(experiment: str, df: pd.DataFrame, table: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
+    """Every number the paper may quote about one experiment's run: one row per macro with ``key``
+    (``<experiment>.<name>``), the raw ``value`` and ``tex``, what ``\\measured{key}`` prints."""
+    found = [*_run_numbers(df, config), *_training_numbers(df), *_method_numbers(table), *_mode_numbers(df),
+             *_correlation_numbers(df), *_paired_numbers(df)]
+    out = pd.DataFrame(found, columns=["key", "value", "tex"])
+    out["key"] = experiment + "." + out["key"]
+    return out
+
+
+def definitions() -> pd.DataFrame:
+    """The definitions the text states, as ``numbers`` rows with keys ``def.<name>``."""
+    out = pd.DataFrame(list(_definition_numbers()), columns=["key", "value", "tex"])
+    out["key"] = "def." + out["key"]
+    return out
+
+
+def _cells(table: pd.DataFrame, column: str) -> list[str]:
+    """A summary_table column as table cells: "value [lo, hi]" where it has a CI, "--" where it has no value."""
+    digits = _DIGITS.get(column, 1)
+
+    def text(c: str) -> list[str]:
+        return [tex_number(v, digits) for v in table[c]]
+
+    if f"{column} lo" not in table.columns:
+        return text(column)
+    return [v if v == "--" else f"{v} [{lo}, {hi}]"
+            for v, lo, hi in zip(text(column), text(f"{column} lo"), text(f"{column} hi"), strict=True)]
+
+
+def summary_latex(table: pd.DataFrame) -> str:
+    """``summary_table`` as a booktabs tabular without float or caption: one row per method, "value [lo, hi]"."""
+    from figures.style import method_label
+
+    cells = pd.DataFrame({"method": [tex_escape(method_label(m)) for m in table["method"]]})
+    for column in table.columns:
+        if column != "method" and not column.endswith((" lo", " hi")):
+            cells[column] = _cells(table, column)
+    styler = cells.style.hide(axis="index").format_index(escape="latex", axis="columns")
+    return styler.to_latex(hrules=True, column_format="l" + "r" * (len(cells.columns) - 1))
+
+
+def _placeholder(what: str) -> str:
+    return f"\\notyet{{{tex_escape(what)}}}\n"
+
+
+def _run_dirs(results: Path) -> dict[str, Path]:
+    if not results.is_dir():
+        return {}
+    return {d.name: d for d in sorted(results.iterdir())
+            if (d / ROWS_PARQUET).is_file() or (d / ROWS_JSONL).is_file()}
+
+
+def _write_numbers(path: Path, frames: list[pd.DataFrame], notes: list[str]) -> None:
+    lines = ["% Generated by `lq paper` from the committed runs; do not edit. One \\lqdef{key}{value} per number the",
+             "% text may quote; paper.tex prints them with \\measured{key} and \\measuredci{key} (value [lo, hi]).",
+             "\\providecommand{\\lqdef}[2]{\\expandafter\\newcommand\\csname lqnum.#1\\endcsname{#2}}",
+             *(f"% {note}" for note in notes)]
+    for frame in frames:
+        lines += [f"\\lqdef{{{key}}}{{{tex}}}" for key, tex in zip(frame["key"], frame["tex"], strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def generate(results: Path, paper_dir: Path) -> Path:
+    """Rewrite ``paper_dir/generated`` from the run directories under ``results``; returns that folder."""
+    from figures.render import render
+
+    out = paper_dir / GENERATED
+    # everything in it is derived: starting empty keeps no figure of a run that has since been replaced
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    runs = _run_dirs(results)
+    frames, notes = [definitions()], []
+    for experiment in [*EXPERIMENTS, *(name for name in runs if name not in EXPERIMENTS)]:
+        table_path = out / f"{experiment}_summary.tex"
+        if experiment not in runs:
+            table_path.write_text(_placeholder(f"{PLACEHOLDER}: no run directory in {results / experiment}"))
+            notes.append(f"{experiment}: {PLACEHOLDER} (no run in {results / experiment})")
+            print(f"{experiment}: no run in {results / experiment}; placeholders written")
+            continue
+        run_dir = runs[experiment]
+        df = load_run(run_dir)
+        config = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
+        table = summary_table(df, n_boot=N_BOOT)
+        figures = render(df, out / experiment)
+        table_path.write_text(summary_latex(table))
+        frames.append(numbers(experiment, df, table, config))
+        notes.append(f"{experiment}: {run_dir} (run {config.get('run_id', 'unknown')})")
+        print(f"{experiment}: {run_dir} -> {len(figures) // 2} figures, {table_path.name}, "
+              f"{len(frames[-1])} numbers")
+    _write_numbers(out / NUMBERS, frames, notes)
+    return out
+
+
+def _latexmk(paper_dir: Path) -> Path:
+    done = subprocess.run(["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+                          cwd=paper_dir, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        log = paper_dir / "paper.log"
+        text = log.read_text(errors="replace") if log.is_file() else done.stdout + done.stderr
+        print("\n".join(text.splitlines()[-LOG_LINES:]))
+        raise SystemExit(f"latexmk failed (exit {done.returncode}); the last {LOG_LINES} lines of "
+                         f"{log if log.is_file() else 'its output'} are above")
+    return paper_dir / "paper.pdf"
+
+
+def build(results: Path | None = None, *, paper_dir: Path = Path("paper"), pdf: bool = True) -> Path:
+    """Regenerate ``paper_dir/generated`` from ``results`` (default ``paper_dir/results``) and, if ``pdf`` and
+    latexmk is installed, build ``paper_dir/paper.pdf``. Returns the PDF, or the generated folder when none was
+    built; a missing latexmk is not an error (the message says how to install TeX)."""
+    if not (paper_dir / "paper.tex").is_file():
+        raise SystemExit(f"no paper.tex in {paper_dir.resolve()}: run `lq paper` from the repository root")
+    generated = generate(paper_dir / "results" if results is None else results, paper_dir)
+    if not pdf:
+        return generated
+    if shutil.which("latexmk") is None:
+        print(f"\nlatexmk is not installed, so no PDF was built; the generated sources in {generated} are ready.\n"
+              f"Install TeX from Debian packages (as root; several hundred MB):\n\n    {INSTALL_TEX}\n\n"
+              "then run `lq paper` again (or `latexmk -pdf paper.tex` in paper/).")
+        return generated
+    path = _latexmk(paper_dir)
+    print(f"\npaper: {path}")
+    return path
