@@ -4,7 +4,8 @@ Rows of a state are paths in a prefix tree whose nodes own the key/value states 
 (``_KVNode``). Selecting, repeating and concatenating rows is free (no cache copies), each token's KV is
 stored once however many hypotheses share it, and exact search can batch frontier nodes of different depths
 into one forward call: their paths are gathered into a left-padded cache with explicit position ids (causal
-LMs) or grouped by length (encoder-decoders, whose decoders derive positions from the cache length).
+LMs) or grouped by length (encoder-decoders, whose decoders derive positions from the cache length). A state
+also keeps each row's final-layer hidden state (``hidden``), one (n, d) tensor, for attribute classifiers.
 
 This module is the only place that touches transformers internals; it builds on ``model(...)`` with
 ``past_key_values`` only, never on ``generate()``.
@@ -55,6 +56,7 @@ class HFState:
     nodes: list[_KVNode]
     logprobs: Tensor  # (n, V)
     source: _Source
+    hidden: Tensor  # (n, d) final-layer hidden state at each row's last position; (n, 0) without logprobs
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -76,6 +78,11 @@ def _cache_from(config: Any, layers: Sequence[tuple[Tensor, Tensor]]) -> Dynamic
         if hasattr(layer, "cumulative_length"):
             layer.cumulative_length = k.shape[-2]
     return cache
+
+
+def _last_hidden(hidden_states: Sequence[Tensor]) -> Tensor:
+    """(B, d) last layer at the last position, copied: a view would keep the whole (B, T, d) output alive."""
+    return hidden_states[-1][:, -1].clone()
 
 
 def _stack_kv(cache: DynamicCache, positions: slice) -> Tensor:
@@ -137,18 +144,24 @@ class _HFBase:
     def logprobs(self, state: HFState) -> Tensor:
         return state.logprobs
 
+    def hidden(self, state: HFState) -> Tensor:
+        """(n, d) final-layer hidden state at each row's last position: the input of the LM head."""
+        return state.hidden
+
     def select(self, state: HFState, rows: Tensor) -> HFState:
         idx = rows.tolist()
-        return HFState([state.nodes[i] for i in idx], state.logprobs[rows], state.source)
+        return HFState([state.nodes[i] for i in idx], state.logprobs[rows], state.source, state.hidden[rows])
 
     def without_logprobs(self, state: HFState) -> HFState:
-        return HFState(state.nodes, state.logprobs.new_empty(len(state.nodes), 0), state.source)
+        n = len(state.nodes)
+        return HFState(state.nodes, state.logprobs.new_empty(n, 0), state.source, state.hidden.new_empty(n, 0))
 
     def concat(self, states: Sequence[HFState]) -> HFState:
         source = states[0].source
         if any(s.source is not source for s in states):
             raise SearchInputError("cannot batch rows of different sources into one state")
-        return HFState([n for s in states for n in s.nodes], torch.cat([s.logprobs for s in states]), source)
+        return HFState([n for s in states for n in s.nodes], torch.cat([s.logprobs for s in states]), source,
+                       torch.cat([s.hidden for s in states]))
 
     def _gather(self, nodes: Sequence[_KVNode]) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
         """Left-padded per-layer (B, H, T, D) caches of the rows' paths and the (B, T) attention mask."""
@@ -188,9 +201,9 @@ class HFCausalLM(_HFBase):
         input_ids = torch.tensor([ids], device=self.model.device)
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, past_key_values=DynamicCache(config=self.config),
-                             use_cache=True)
+                             use_cache=True, output_hidden_states=True)
         root = _KVNode(_stack_kv(out.past_key_values, slice(None))[:, :, 0], None, len(ids))
-        return HFState([root], self._normalise(out.logits[:, -1]), _Source(ids))
+        return HFState([root], self._normalise(out.logits[:, -1]), _Source(ids), _last_hidden(out.hidden_states))
 
     def _check_length(self, n: int) -> None:
         limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
@@ -206,9 +219,9 @@ class HFCausalLM(_HFBase):
         with torch.inference_mode():
             out = self.model(input_ids=tokens.view(-1, 1).to(mask.device), attention_mask=mask,
                              position_ids=positions, past_key_values=_cache_from(self.config, layers),
-                             use_cache=True)
+                             use_cache=True, output_hidden_states=True)
         return HFState(self._new_nodes(out.past_key_values, parents), self._normalise(out.logits[:, -1]),
-                       state.source)
+                       state.source, _last_hidden(out.hidden_states))
 
     def score(self, source_ids: Sequence[int], target_ids: Sequence[int]) -> Tensor:
         prompt = self._prompt(source_ids)
@@ -259,11 +272,11 @@ class HFSeq2SeqLM(_HFBase):
         with torch.inference_mode():
             out = self.model(encoder_outputs=(source.encoder_hidden,),
                              decoder_input_ids=torch.tensor([[self.decoder_start_id]], device=self.model.device),
-                             past_key_values=cache, use_cache=True)
+                             past_key_values=cache, use_cache=True, output_hidden_states=True)
         cross = out.past_key_values.cross_attention_cache
         source.cross_kv = [(layer.keys, layer.values) for layer in cross.layers]
         root = _KVNode(_stack_kv(out.past_key_values.self_attention_cache, slice(None))[:, :, 0], None, 1)
-        return HFState([root], self._normalise(out.logits[:, -1]), source)
+        return HFState([root], self._normalise(out.logits[:, -1]), source, _last_hidden(out.decoder_hidden_states))
 
     def extend(self, state: HFState, tokens: Tensor) -> HFState:
         # Decoders derive positions from the cache length, so rows are batched only with rows of equal length.
@@ -272,15 +285,21 @@ class HFSeq2SeqLM(_HFBase):
             groups.setdefault(node.length, []).append(row)
         nodes: list[_KVNode | None] = [None] * len(state.nodes)
         logprobs = state.logprobs.new_empty(len(state.nodes), self.vocab_size)
+        hidden: Tensor | None = None
         for rows in groups.values():
             parents = [state.nodes[r] for r in rows]
-            new, lp = self._step(state.source, parents, tokens[rows])
+            new, lp, h = self._step(state.source, parents, tokens[rows])
             for r, n, in zip(rows, new, strict=True):
                 nodes[r] = n
             logprobs[rows] = lp
-        return HFState([n for n in nodes if n is not None], logprobs, state.source)
+            if hidden is None:
+                hidden = h.new_empty(len(state.nodes), h.shape[1])
+            hidden[rows] = h
+        assert hidden is not None
+        return HFState([n for n in nodes if n is not None], logprobs, state.source, hidden)
 
-    def _step(self, source: _Source, parents: Sequence[_KVNode], tokens: Tensor) -> tuple[list[_KVNode], Tensor]:
+    def _step(self, source: _Source, parents: Sequence[_KVNode],
+              tokens: Tensor) -> tuple[list[_KVNode], Tensor, Tensor]:
         assert source.cross_kv is not None and source.encoder_hidden is not None
         n = len(parents)
         self_layers, _ = self._gather(parents)
@@ -290,9 +309,9 @@ class HFSeq2SeqLM(_HFBase):
         hidden = source.encoder_hidden.expand(n, -1, -1)
         with torch.inference_mode():
             out = self.model(encoder_outputs=(hidden,), decoder_input_ids=tokens.view(-1, 1).to(hidden.device),
-                             past_key_values=cache, use_cache=True)
+                             past_key_values=cache, use_cache=True, output_hidden_states=True)
         return (self._new_nodes(out.past_key_values.self_attention_cache, parents),
-                self._normalise(out.logits[:, -1]))
+                self._normalise(out.logits[:, -1]), _last_hidden(out.decoder_hidden_states))
 
     def score(self, source_ids: Sequence[int], target_ids: Sequence[int]) -> Tensor:
         source = self._encode(source_ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -56,6 +56,16 @@ class LanguageModel(Protocol[State]):
 
     def signature(self) -> dict[str, Any]:
         """What identifies this model's distribution: name, masked ids, dtype."""
+        ...
+
+
+@runtime_checkable
+class HiddenStates(Protocol):
+    """An adapter that also exposes the final-layer hidden state the next-token distribution is computed from
+    (what attribute classifiers read; DESIGN.md §4)."""
+
+    def hidden(self, state: Any) -> Tensor:
+        """(n, d) final-layer hidden state at the last position of every row."""
         ...
 
 

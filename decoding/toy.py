@@ -4,6 +4,8 @@
   marginals, so every search runs on a distribution whose mode is known by inspection (``TabularLM.mode``).
 - ``NGramLM``: an n-gram model whose context starts with the source's last tokens (so sources matter),
   randomly parameterised by ``NGramLM.random``.
+- ``ExactClassifier``: the exact q(A | x, prefix) of an attribute under any model, by enumeration, for testing
+  conditional beam search.
 
 States are tuples of prefixes; probabilities are float64.
 """
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from decoding.protocol import as_ids
+from decoding.attributes import Attribute, source_content
+from decoding.protocol import LanguageModel, as_ids
 from decoding.types import SearchInputError
 
 
@@ -138,3 +141,56 @@ class NGramLM(_ToyBase):
         k = self.order - 1
         context = ((self.eos_id,) * k + source + prefix)[len(source) + len(prefix):] if k else ()
         return self.table[context] if k else self.table
+
+
+class ExactClassifier:
+    """q(A | x, prefix . v) = the probability that ``lm``, continued from prefix . v, finishes within ``max_len``
+    tokens with an output that has the attribute (for v = EOS: whether ``prefix`` has it). Then the conditional
+    beam score log p(prefix | x) + log q is exactly log p(prefix, A | x). Computed once per source by enumerating
+    every prefix of at most ``max_len`` tokens: feasible for toy vocabularies only."""
+
+    def __init__(self, lm: LanguageModel, attribute: Attribute, max_len: int):
+        if max_len < 0:
+            raise SearchInputError(f"max_len must be >= 0, got {max_len}")
+        self.lm, self.attribute, self.max_len = lm, attribute, max_len
+        self._tables: dict[tuple[int, ...], dict[tuple[int, ...], Tensor]] = {}
+
+    def log_q(self, lm: LanguageModel, state: Any, source: tuple[int, ...],
+              prefixes: Sequence[tuple[int, ...]]) -> Tensor:
+        if lm is not self.lm:
+            raise SearchInputError("an ExactClassifier answers for the model it was built with only")
+        table = self._tables.get(source)
+        if table is None:
+            table = self._tables[source] = self._table(source)
+        missing = [p for p in prefixes if p not in table]
+        if missing:
+            raise SearchInputError(f"prefix {missing[0]} is longer than max_len={self.max_len} or has probability 0")
+        return torch.stack([table[p] for p in prefixes]).log()
+
+    def _table(self, source: tuple[int, ...]) -> dict[tuple[int, ...], Tensor]:
+        """{prefix: (V,) q(A | prefix . v)} for every prefix of positive probability up to ``max_len`` tokens."""
+        lm, eos = self.lm, self.lm.eos_id
+        content = source_content(source, eos)
+        state = lm.start(source)
+        prefixes: list[tuple[int, ...]] = [()]
+        levels: list[tuple[list[tuple[int, ...]], Tensor]] = []
+        for depth in range(self.max_len + 1):
+            lp = lm.logprobs(state).double()  # (n, V)
+            levels.append((prefixes, lp))
+            grow = torch.isfinite(lp)
+            grow[:, eos] = False
+            rows, tokens = grow.nonzero(as_tuple=True)
+            if depth == self.max_len or not len(rows):
+                break
+            prefixes = [prefixes[r] + (t,) for r, t in zip(rows.tolist(), tokens.tolist(), strict=True)]
+            state = lm.extend(lm.select(state, rows), tokens)
+        table: dict[tuple[int, ...], Tensor] = {}
+        below: dict[tuple[int, ...], float] = {}  # P(A | prefix) of the prefixes one token longer
+        for prefixes, lp in reversed(levels):
+            q = torch.zeros_like(lp)
+            for i, p in enumerate(prefixes):
+                for v in range(lm.vocab_size):
+                    q[i, v] = float(self.attribute(p, content)) if v == eos else below.get(p + (v,), 0.0)
+                table[p] = q[i]
+            below = dict(zip(prefixes, (lp.exp() * q).sum(1).tolist(), strict=True))
+        return table

@@ -14,6 +14,9 @@ from experiments.config import CONFIGS, load_config, parse_override
 EXPERIMENTS = {
     "modes": ("greedy, beam, exact, length-conditional modes and samples of the shipped Bible de->en model on "
               "test verses; report and figures (default)", "experiments.modes", "ModesConfig"),
+    "contamination": ("fine-tune the shipped model on training data with a share eps of empty / copied targets; "
+                      "degenerate exact modes vs eps, against the closed form", "experiments.contamination",
+                      "ContaminationConfig"),
     "demo": ("exact vs beam search on SmolLM2-135M-Instruct, 5 short prompts", "experiments.demo", "DemoConfig"),
 }
 DEFAULT_EXPERIMENT = "modes"

@@ -145,28 +145,60 @@ def load_translation_lm(model: str, *, shots: int, device: str = "cpu") -> tuple
     return lm, tok, info, lambda source, demos: few_shot_prompt(demos, source, k=shots)
 
 
-def examples(cfg: ModesConfig, tok: Any, prompt: Callable[..., str], limit: int | None) -> list[Example]:
+@dataclass(frozen=True)
+class Sources:
+    """Which test sources an experiment translates and how long its outputs may be."""
+
+    corpus: str
+    split: str
+    n: int
+    max_source_tokens: int
+    max_len_ratio: float
+    max_len: int
+
+
+def examples(sources: Sources, tok: Any, prompt: Callable[..., str], limit: int | None) -> list[Example]:
+    """The first ``n`` (or ``limit``) sources of the split, in corpus order, with 1..max_source_tokens tokens."""
     from experiments.data import load_corpus
 
-    corpus = load_corpus(cfg.corpus)
+    corpus = load_corpus(sources.corpus)
     demos = corpus[corpus["split"] == "train"]
-    rows = corpus[corpus["split"] == cfg.split]
+    rows = corpus[corpus["split"] == sources.split]
     if rows.empty:
-        raise SystemExit(f"{cfg.corpus} has no {cfg.split} split")
+        raise SystemExit(f"{sources.corpus} has no {sources.split} split")
     chosen: list[Example] = []
-    want = min(cfg.n, limit) if limit else cfg.n
+    want = min(sources.n, limit) if limit else sources.n
     for row in rows.itertuples():
         n_src = len(tok(row.source, add_special_tokens=False)["input_ids"])
-        if not 1 <= n_src <= cfg.max_source_tokens:
+        if not 1 <= n_src <= sources.max_source_tokens:
             continue
         ids = list(tok(prompt(row.source, demos))["input_ids"])
         chosen.append(Example(
             example_id=str(row.id), source=row.source, reference=row.target, source_ids=ids, source_tokens=n_src,
             reference_tokens=len(tok(row.target, add_special_tokens=False)["input_ids"]),
-            max_len=min(cfg.max_len, math.ceil(cfg.max_len_ratio * n_src) + 5)))
+            max_len=min(sources.max_len, math.ceil(sources.max_len_ratio * n_src) + 5)))
         if len(chosen) == want:
             break
     return chosen
+
+
+def result_rows(lm: Any, tok: Any, model: str, dataset: str, ex: Example, name: str, params: dict[str, Any],
+                found: list[tuple[Hypothesis | None, SearchResult, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The result-table rows (DESIGN.md §5) of one search of one source, rank by rank."""
+    return [{
+        "signature": lm.signature() | {"method": name, "params": params}, "model": model, "dataset": dataset,
+        "example_id": ex.example_id, "source": ex.source, "reference": ex.reference, "method": name,
+        "params": params | {"max_len": ex.max_len} | extra, "rank": rank,
+        "text": tok.decode(h.token_ids, skip_special_tokens=True).strip() if h else None,
+        "token_ids": list(h.token_ids) if h else [], "n_tokens": h.length if h else None,
+        "finished": h.finished if h else None, "logprob": h.logprob if h else None,
+        "score": h.score if h else None,
+        "certified": res.certified if name.startswith(("exact", "length")) else None,
+        "upper_bound": res.stats.upper_bound, "nodes": res.stats.nodes,
+        "forward_calls": res.stats.forward_calls, "wall_s": res.stats.wall_s,
+        "source_tokens": ex.source_tokens, "reference_tokens": ex.reference_tokens,
+        "target_length": extra.get("target_length"), "beam_size": params.get("beam_size"),
+    } for rank, (h, res, extra) in enumerate(found)]
 
 
 def main(cfg: ModesConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None) -> Path:
@@ -174,23 +206,10 @@ def main(cfg: ModesConfig, out_dir: Path, *, limit: int | None = None, argv: lis
 
     run = RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv)
     lm, tok, info, prompt = load_translation_lm(cfg.model, shots=cfg.shots, device=cfg.device)
-    todo = [(ex, name, params, search) for ex in examples(cfg, tok, prompt, limit)
+    sources = Sources(cfg.corpus, cfg.split, cfg.n, cfg.max_source_tokens, cfg.max_len_ratio, cfg.max_len)
+    todo = [(ex, name, params, search) for ex in examples(sources, tok, prompt, limit)
             for name, (params, search) in methods(cfg).items() if f"{ex.example_id}/{name}" not in run.done]
     for ex, name, params, search in tqdm(todo, desc="searching", unit="search", disable=not todo):
-        found = search(lm, ex)
-        rows = [{
-            "signature": lm.signature() | {"method": name, "params": params}, "model": info.name,
-            "dataset": f"{cfg.corpus}/{cfg.split}", "example_id": ex.example_id, "source": ex.source,
-            "reference": ex.reference, "method": name, "params": params | {"max_len": ex.max_len} | extra,
-            "rank": rank, "text": tok.decode(h.token_ids, skip_special_tokens=True).strip() if h else None,
-            "token_ids": list(h.token_ids) if h else [], "n_tokens": h.length if h else None,
-            "finished": h.finished if h else None, "logprob": h.logprob if h else None,
-            "score": h.score if h else None,
-            "certified": res.certified if name.startswith(("exact", "length")) else None,
-            "upper_bound": res.stats.upper_bound, "nodes": res.stats.nodes,
-            "forward_calls": res.stats.forward_calls, "wall_s": res.stats.wall_s,
-            "source_tokens": ex.source_tokens, "reference_tokens": ex.reference_tokens,
-            "target_length": extra.get("target_length"), "beam_size": params.get("beam_size"),
-        } for rank, (h, res, extra) in enumerate(found)]
-        run.append(f"{ex.example_id}/{name}", rows)
+        run.append(f"{ex.example_id}/{name}", result_rows(lm, tok, info.name, f"{cfg.corpus}/{cfg.split}", ex, name,
+                                                          params, search(lm, ex)))
     return finish_run(run.path)

@@ -39,7 +39,8 @@ def main(cfg: TrainMTConfig, out: Path | None = None, *, limit: int | None = Non
     if limit:
         splits = {s: d.head(limit if s == "train" else max(1, limit // 10)) for s, d in splits.items()}
     out = Path(out) if out else cache_dir() / "models" / f"{cfg.corpus}-marian"
-    command = " ".join(argv or sys.argv)
+    args = list(argv or sys.argv)
+    command = " ".join([Path(args[0]).name, *args[1:]])
     train(splits["train"], splits["dev"], out, cfg.model_config(), command=command)
     model = AutoModelForSeq2SeqLM.from_pretrained(out).float()
     tok = AutoTokenizer.from_pretrained(out)

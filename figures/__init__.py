@@ -8,8 +8,11 @@
 - ``critical_epsilon``: the contamination rate above which the mode turns degenerate, against the population's
   min-entropy; closed form with exact toy searches overlaid (a table from ``experiments.contamination_toy``).
 
-``render(df, out_dir)`` writes every result-table figure the table supports as PDF and PNG; ``style`` holds the shared method
-colours, sizes and rc settings. Figures read tables only (``analysis``), never models or search.
+- ``contamination``, ``contamination_length``: degenerate modes of models trained on contaminated data against eps
+  (with the closed-form prediction) and against source length.
+
+``render(df, out_dir)`` writes every result-table figure the table supports as PDF and PNG; ``style`` holds the
+shared method colours, sizes and rc settings. Figures read tables only (``analysis``), never models or search.
 """
 
 from figures.render import FIGURES, render

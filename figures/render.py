@@ -12,7 +12,16 @@ from types import ModuleType
 
 import pandas as pd
 
-from figures import beam_curse, empty_vs_length, length_conditional, likelihood_quality, search_errors, style
+from figures import (
+    beam_curse,
+    contamination,
+    contamination_length,
+    empty_vs_length,
+    length_conditional,
+    likelihood_quality,
+    search_errors,
+    style,
+)
 
 __all__ = ["FIGURES", "render"]
 
@@ -24,6 +33,8 @@ FIGURES: dict[str, ModuleType] = {
     "likelihood_quality": likelihood_quality,
     "empty_vs_length": empty_vs_length,
     "length_conditional": length_conditional,
+    "contamination": contamination,
+    "contamination_length": contamination_length,
 }
 """name -> module with ``plot(df) -> Figure`` and ``missing(df) -> str | None`` (why it cannot be drawn)."""
 

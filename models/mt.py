@@ -48,7 +48,7 @@ class MTConfig:
     lr: float = 7e-4
     warmup_steps: int = 1000
     label_smoothing: float = 0.1
-    max_steps: int = 4000
+    max_steps: int = 3000
     max_minutes: float = 180.0
     max_epochs: int = 40
     eval_every: int = 1000

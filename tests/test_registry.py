@@ -86,7 +86,8 @@ def test_unknown_name_lists_the_named_models(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelNotAvailableError) as err:
         load_model("lq-test/no-such-model")
-    assert "'lq-test/no-such-model' is not a named model (bible-de-en-marian, gemma3-270m, smollm2-135m-instruct)" in str(err.value)
+    named = "bible-de-en-marian, gemma3-270m, smollm2-135m-instruct"
+    assert f"'lq-test/no-such-model' is not a named model ({named})" in str(err.value)
 
 
 def test_cache_dir_honours_lq_cache(tmp_path, monkeypatch):

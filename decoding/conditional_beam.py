@@ -1,0 +1,98 @@
+"""Conditional beam search: beam search on p(y | x, A) for an attribute A of complete outputs (DESIGN.md §4).
+
+A prefix is ranked by log p(y<=t | x) + log q(A | x, y<=t), with q a classifier of whether the finished output
+will have A. With the exact q this is log p(y<=t, A | x), whose maximum over finished outputs is the conditional
+mode; at EOS the classifier term is replaced by the exact indicator log 1[A(y)], so no returned hypothesis lacks
+A. As in FUDGE (Yang & Klein 2021), each beam's next tokens are first cut to the ``candidates`` most probable
+under the model, and the classifier scores every candidate of every beam in one batched call. The beam itself
+is ``beam_search``'s: the best ``2k`` extensions are ranked, finished ones set aside, until ``k`` have finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from decoding.attributes import Attribute, Classifier, source_content
+from decoding.constraints import Constraint, accepted, length_constraints, restricted
+from decoding.protocol import Counted, LanguageModel, as_ids, check_lengths
+from decoding.scorers import Scorer
+from decoding.types import Hypothesis, SearchInputError, SearchResult, SearchStats
+
+NEG_INF = float("-inf")
+
+
+def conditional_beam_search(lm: LanguageModel, source_ids: Sequence[int], *, attribute: Attribute,
+                            classifier: Classifier, beam_size: int, max_len: int, min_len: int = 0,
+                            candidates: int | None = None, scorers: Sequence[Scorer] = (),
+                            constraints: Sequence[Constraint] = ()) -> SearchResult:
+    """The finished beam, best ``score`` first. Every hypothesis has the attribute, and its ``score`` is
+    logprob + scorer terms (the classifier term of a finished output is log 1 = 0); ``logprob`` is the model's.
+    ``stats.extra`` adds ``classifier_calls`` (batched calls) and ``classifier_rows`` (prefixes scored)."""
+    check_lengths(max_len, min_len)
+    if beam_size < 1:
+        raise SearchInputError(f"beam_size must be >= 1, got {beam_size}")
+    if candidates is not None and candidates < 1:
+        raise SearchInputError(f"candidates must be >= 1 or None (all tokens), got {candidates}")
+    if classifier.attribute.name != attribute.name:
+        raise SearchInputError(f"the classifier predicts {classifier.attribute.name!r}, not {attribute.name!r}")
+    source = as_ids(source_ids)
+    content = source_content(source, lm.eos_id)
+    rules = length_constraints(min_len, max_len, constraints)
+    stats = SearchStats(extra={"classifier_calls": 0, "classifier_rows": 0})
+    model = Counted(lm, stats)
+    eos = lm.eos_id
+    state = model.start(source)
+    prefixes: list[tuple[int, ...]] = [()]
+    token_lps: list[tuple[float, ...]] = [()]
+    logprob = torch.zeros(1, dtype=torch.float64)
+    base = torch.zeros(1, dtype=torch.float64)  # logprob + scorer terms: the score without the classifier
+    finished: list[Hypothesis] = []
+    while prefixes and len(finished) < beam_size:
+        lp = model.logprobs(state).double()  # (n, V)
+        step = lp + sum((s(prefixes, lp, eos) for s in scorers), torch.zeros_like(lp))
+        allowed = _top(restricted(rules, prefixes, source, lp, eos), candidates)
+        # a fresh copy: the EOS column is overwritten, and classifiers may return cached or inference tensors
+        log_q = classifier.log_q(lm, state, source, prefixes).to(lp.device, torch.float64, copy=True)  # (n, V)
+        stats.extra["classifier_calls"] += 1
+        stats.extra["classifier_rows"] += len(prefixes)
+        ends = (allowed[:, eos] > NEG_INF).tolist()  # the attribute may be costly (text metrics): only where needed
+        log_q[:, eos] = torch.tensor([0.0 if end and attribute(p, content) and accepted(rules, p, source, eos)
+                                      else NEG_INF for p, end in zip(prefixes, ends, strict=True)],
+                                     dtype=torch.float64)
+        cand = torch.where(allowed > NEG_INF, base[:, None] + step + log_q, NEG_INF).view(-1)
+        top = torch.topk(cand, min(2 * beam_size, cand.numel()))
+        rows: list[int] = []
+        tokens: list[int] = []
+        for value, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            if value == NEG_INF or len(rows) == beam_size:
+                break
+            row, token = divmod(flat, lp.shape[1])
+            if token == eos:
+                lps = token_lps[row] + (float(lp[row, token]),)
+                finished.append(Hypothesis(prefixes[row] + (eos,), float(logprob[row] + lp[row, token]), value,
+                                           lps, True))
+            else:
+                rows.append(row)
+                tokens.append(token)
+        if not rows:
+            break
+        idx = torch.tensor(rows)
+        tok = torch.tensor(tokens)
+        prefixes = [prefixes[r] + (t,) for r, t in zip(rows, tokens, strict=True)]
+        token_lps = [token_lps[r] + (float(lp[r, t]),) for r, t in zip(rows, tokens, strict=True)]
+        logprob = logprob[idx] + lp[idx, tok]
+        base = base[idx] + step[idx, tok]
+        state = model.extend(model.select(state, idx), tok)
+    finished.sort(key=lambda h: -h.score)
+    return SearchResult(finished[:beam_size], False, model.finish())
+
+
+def _top(scores: Tensor, k: int | None) -> Tensor:
+    """(n, V) ``scores`` with all but each row's ``k`` best set to -inf (None: unchanged)."""
+    if k is None or k >= scores.shape[1]:
+        return scores
+    top = torch.topk(scores, k, dim=1)
+    return torch.full_like(scores, NEG_INF).scatter(1, top.indices, top.values)
