@@ -44,7 +44,7 @@ class ContaminationConfig:
     lr: float = 1e-4
     warmup_steps: int = 10
     n: int = 20
-    max_source_tokens: int = 40
+    max_source_tokens: int = 20
     max_len_ratio: float = 2.0
     max_len: int = 96
     beam_size: int = 5

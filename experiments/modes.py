@@ -47,11 +47,11 @@ class ModesConfig:
     corpus: str = "bible-de-en"
     split: str = "test"
     n: int = 20
-    max_source_tokens: int = 48
+    max_source_tokens: int = 24
     beam_sizes: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 50])
     max_len_ratio: float = 2.0
     max_len: int = 128
-    max_seconds: float = 10.0
+    max_seconds: float = 8.0
     max_nodes: int | None = None
     length_offsets: list[int] = field(default_factory=lambda: [-4, -2, 0, 2, 4])
     n_samples: int = 20
