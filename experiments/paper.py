@@ -34,9 +34,10 @@ from typing import Any
 import pandas as pd
 
 from analysis import stats
+from analysis.contamination import mode_rates, quality_by_setting
 from analysis.frames import CONFIG, ROWS_JSONL, ROWS_PARQUET, load_run
 from analysis.likelihood import MODE_METHOD
-from experiments.report import summary_table
+from experiments.report import TOY, render_figures, summary_table
 
 __all__ = ["EXPERIMENTS", "INSTALL_TEX", "N_BOOT", "PAIRED_BASELINE", "PLACEHOLDER", "build", "definitions", "generate",
            "numbers", "summary_latex", "tex_escape", "tex_number"]
@@ -165,12 +166,14 @@ def _run_numbers(df: pd.DataFrame, config: dict[str, Any]) -> Iterator[Number]:
 
 
 def _method_numbers(table: pd.DataFrame) -> Iterator[Number]:
-    """Every cell of the summary table: ``<method>.<metric>`` with ``.lo`` and ``.hi`` where it has a CI."""
+    """Every cell of the summary table: ``<method>.<metric>`` (``<model>.<method>.<metric>`` when it has several
+    models) with ``.lo`` and ``.hi`` where it has a CI."""
     for row in table.to_dict("records"):
+        prefix = f"{_slug(row['model'])}.{row['method']}" if "model" in table.columns else row["method"]
         for column in table.columns:
-            if column == "method" or column.endswith((" lo", " hi")):
+            if column in ("model", "method") or column.endswith((" lo", " hi")):
                 continue
-            key, digits = f"{row['method']}.{_slug(column)}", _DIGITS.get(column, 1)
+            key, digits = f"{prefix}.{_slug(column)}", _DIGITS.get(column, 1)
             if f"{column} lo" in table.columns:
                 yield from _interval(key, row[column], row[f"{column} lo"], row[f"{column} hi"], digits)
             else:
@@ -223,11 +226,68 @@ def _paired_numbers(df: pd.DataFrame) -> Iterator[Number]:
             yield _number(f"{key}.p", r["p_value"], 3)
 
 
+def _eps_key(eps: float) -> str:
+    """0.001 -> "eps0p001": a key part without the dot that separates key parts."""
+    return "eps" + f"{eps:g}".replace(".", "p")
+
+
+def _contamination_numbers(df: pd.DataFrame) -> Iterator[Number]:
+    """Per (noise, eps): measured share of degenerate certified modes (``<noise>.<eps>.<D>.rate``, CI), the
+    closed-form prediction (``.predicted``), mean P(D), and beam BLEU (CI) and reference perplexity."""
+    if "noise" not in df.columns:
+        return
+    for r in mode_rates(df).to_dict("records"):
+        key = f"{r['noise']}.{_eps_key(r['epsilon'])}.{r['degenerate_output']}"
+        yield from _interval(f"{key}.rate", 100 * r["rate"], 100 * r["lo"], 100 * r["hi"])
+        yield _number(f"{key}.predicted", 100 * r["predicted"])
+        yield _number(f"{key}.n", r["n"], 0)
+        yield f"{key}.meanp", r["mean_p"], f"{r['mean_p']:.2g}"
+    for r in quality_by_setting(df, n_boot=N_BOOT).to_dict("records"):
+        key = f"{r['noise']}.{_eps_key(r['epsilon'])}"
+        yield from _interval(f"{key}.bleu", r["bleu"], r["bleu_lo"], r["bleu_hi"])
+        yield _number(f"{key}.perplexity", r["perplexity"], 2)
+
+
+def toy_numbers(toy: pd.DataFrame) -> Iterator[Number]:
+    """The exact toy check of the theory: how many mixtures, how many certified, and how many agree with it."""
+    agree = toy["mode_is_degenerate"] == toy["predicted_degenerate"]
+    yield _number("toy.n", len(toy), 0)
+    yield _number("toy.populations", toy[["kind", "vocab_size", "length", "shape", "seed"]].drop_duplicates().shape[0],
+                  0)
+    yield _number("toy.certified", int(toy["certified"].sum()), 0)
+    yield _number("toy.agree", int(agree.sum()), 0)
+    yield _number("toy.conditional", int(toy["conditional_mode_is_population"].sum()), 0)
+    yield _number("toy.lengthconditional", int(toy["length_conditional_is_population"].sum()), 0)
+
+
+def contamination_latex(df: pd.DataFrame) -> str:
+    """The contamination table: one row per (noise, eps) with the measured shares of empty and copy modes,
+    their predictions, beam BLEU and reference perplexity."""
+    rates = mode_rates(df)
+    quality = quality_by_setting(df, n_boot=N_BOOT).set_index(["noise", "epsilon"])
+    rows = []
+    for (noise, eps), group in rates.groupby(["noise", "epsilon"], sort=False):
+        by_d = group.set_index("degenerate_output")
+        q = quality.loc[(noise, eps)]
+        row = {"noise": noise, "$\\varepsilon$": f"{eps:g}"}
+        for d in ("empty", "copy"):
+            r = by_d.loc[d]
+            row[f"{d} modes \\%"] = (f"{tex_number(100 * r['rate'])} [{tex_number(100 * r['lo'])}, "
+                                       f"{tex_number(100 * r['hi'])}]")
+            row[f"{d} predicted \\%"] = tex_number(100 * r["predicted"])
+        row["certified"] = f"{int(group['n'].iloc[0])}/{int(group['n'].iloc[0] + group['uncertified'].iloc[0])}"
+        row["BLEU"] = f"{tex_number(q['bleu'])} [{tex_number(q['bleu_lo'])}, {tex_number(q['bleu_hi'])}]"
+        row["perplexity"] = tex_number(q["perplexity"], 2)
+        rows.append(row)
+    cells = pd.DataFrame(rows)
+    return cells.style.hide(axis="index").to_latex(hrules=True, column_format="ll" + "r" * (len(cells.columns) - 2))
+
+
 def numbers(experiment: str, df: pd.DataFrame, table: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
     """Every number the paper may quote about one experiment's run: one row per macro with ``key``
     (``<experiment>.<name>``), the raw ``value`` and ``tex``, what ``\\measured{key}`` prints."""
     found = [*_run_numbers(df, config), *_training_numbers(df), *_method_numbers(table), *_mode_numbers(df),
-             *_correlation_numbers(df), *_paired_numbers(df)]
+             *_correlation_numbers(df), *_paired_numbers(df), *_contamination_numbers(df)]
     out = pd.DataFrame(found, columns=["key", "value", "tex"])
     out["key"] = experiment + "." + out["key"]
     return out
@@ -288,8 +348,6 @@ def _write_numbers(path: Path, frames: list[pd.DataFrame], notes: list[str]) -> 
 
 def generate(results: Path, paper_dir: Path) -> Path:
     """Rewrite ``paper_dir/generated`` from the run directories under ``results``; returns that folder."""
-    from figures.render import render
-
     out = paper_dir / GENERATED
     # everything in it is derived: starting empty keeps no figure of a run that has since been replaced
     shutil.rmtree(out, ignore_errors=True)
@@ -307,9 +365,12 @@ def generate(results: Path, paper_dir: Path) -> Path:
         df = load_run(run_dir)
         config = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
         table = summary_table(df, n_boot=N_BOOT)
-        figures = render(df, out / experiment)
-        table_path.write_text(summary_latex(table))
+        figures = render_figures(run_dir, df, out / experiment)
+        table_path.write_text(contamination_latex(df) if "noise" in df.columns else summary_latex(table))
         frames.append(numbers(experiment, df, table, config))
+        if (run_dir / TOY).is_file():
+            toy = pd.DataFrame(list(toy_numbers(pd.read_parquet(run_dir / TOY))), columns=["key", "value", "tex"])
+            frames.append(toy.assign(key=experiment + "." + toy["key"]))
         notes.append(f"{experiment}: {run_dir} (run {config.get('run_id', 'unknown')})")
         print(f"{experiment}: {run_dir} -> {len(figures) // 2} figures, {table_path.name}, "
               f"{len(frames[-1])} numbers")

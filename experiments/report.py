@@ -124,16 +124,17 @@ searches that finished within their budget.
     return path
 
 
-def render_figures(run_dir: Path | str, df: pd.DataFrame | None = None) -> list[Path]:
-    """Every figure the run's rows support, plus the critical-eps figure when the run holds the toy check."""
+def render_figures(run_dir: Path | str, df: pd.DataFrame | None = None, out: Path | None = None) -> list[Path]:
+    """Every figure the run's rows support, plus the critical-eps figure when the run holds the toy check, into
+    ``out`` (default ``run_dir/figures``)."""
     from figures import critical_epsilon, style
     from figures.render import render
 
     run_dir = Path(run_dir)
-    paths = render(load_run(run_dir) if df is None else df, run_dir / FIGURES_DIR)
+    out = out or run_dir / FIGURES_DIR
+    paths = render(load_run(run_dir) if df is None else df, out)
     if (run_dir / TOY).is_file():
-        paths += style.save(critical_epsilon.plot(pd.read_parquet(run_dir / TOY)),
-                            run_dir / FIGURES_DIR / "critical_epsilon")
+        paths += style.save(critical_epsilon.plot(pd.read_parquet(run_dir / TOY)), out / "critical_epsilon")
     return paths
 
 
