@@ -10,7 +10,9 @@ P_data, the mode of the contaminated model is D(x) exactly when
 
 with m0(x) the control's best non-degenerate probability (its certified ``exact_nondegenerate`` mode). The
 predicted share of degenerate modes is the mean of that indicator over sources; the measured share is the share of
-certified exact modes equal to D(x).
+certified exact modes equal to D(x). That prediction assumes the model learned the noise rate; a model trained
+briefly learns less of it, so a second prediction puts the contaminated model's own P(D(x) | x) in place of
+eps + (1 - eps) P0(D(x) | x): it separates "did the model learn the noise" from "does learned noise take the mode".
 """
 
 from __future__ import annotations
@@ -43,23 +45,30 @@ def _predicted(df: pd.DataFrame) -> pd.DataFrame:
 
 def mode_rates(df: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
     """One row per (noise, epsilon, degenerate output D): the measured share of certified modes equal to D with a
-    Wilson interval (``rate, lo, hi, k, n``), the closed-form prediction from the control model (``predicted``;
-    NaN without a control), the mean model probability of D (``mean_p``) and the number of uncertified modes."""
+    Wilson interval (``rate, lo, hi, k, n``); the closed-form prediction from the control model at the nominal
+    rate (``predicted``) and with the model's own P(D|x) (``predicted_learned``), both NaN without a control; the
+    mean model probability of D (``mean_p``) and the number of uncertified modes."""
     modes = _modes(df)
-    control = _predicted(df)
+    control = _predicted(df).set_index("example_id")
     rows = []
     for (noise, eps), group in modes.groupby(["noise", "epsilon"], sort=True):
         n_exact = int(((df["noise"] == noise) & (df["epsilon"] == eps) & (df["method"] == "exact")
                        & (df["rank"] == 0)).sum())
+        own = df[(df["noise"] == noise) & (df["epsilon"] == eps) & (df["method"] == "exact")
+                 & (df["rank"] == 0)].set_index("example_id")
+        both = control.join(own[["empty_logprob", "copy_logprob"]], rsuffix="_own", how="inner")
+        m0 = np.exp(both["log_m0"].to_numpy())
         for d in DEGENERATE_OUTPUTS:
             rate = stats.rate_ci(group.assign(hit=group[f"mode_is_{d}"]), "hit", by=(), alpha=alpha).iloc[0]
-            pred = np.nan
-            if not control.empty:
-                log_p0, log_m0 = control[f"{d}_logprob"].to_numpy(), control["log_m0"].to_numpy()
-                pred = float(np.mean(eps + (1 - eps) * np.exp(log_p0) > (1 - eps) * np.exp(log_m0)))
+            e = eps if d == noise else 0.0  # the noise puts its mass on its own kind of output only
+            pred = pred_own = np.nan
+            if len(both):
+                nominal = e + (1 - e) * np.exp(both[f"{d}_logprob"].to_numpy())
+                pred = float(np.mean(nominal > (1 - e) * m0))
+                pred_own = float(np.mean(np.exp(both[f"{d}_logprob_own"].to_numpy()) > (1 - e) * m0))
             rows.append({"noise": noise, "epsilon": eps, "degenerate_output": d, "rate": rate["rate"],
                          "lo": rate["lo"], "hi": rate["hi"], "k": rate["k"], "n": rate["n"], "predicted": pred,
-                         "mean_p": float(np.exp(group[f"{d}_logprob"]).mean()),
+                         "predicted_learned": pred_own, "mean_p": float(np.exp(own[f"{d}_logprob"]).mean()),
                          "uncertified": n_exact - len(group)})
     return pd.DataFrame(rows)
 

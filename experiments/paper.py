@@ -240,6 +240,7 @@ def _contamination_numbers(df: pd.DataFrame) -> Iterator[Number]:
         key = f"{r['noise']}.{_eps_key(r['epsilon'])}.{r['degenerate_output']}"
         yield from _interval(f"{key}.rate", 100 * r["rate"], 100 * r["lo"], 100 * r["hi"])
         yield _number(f"{key}.predicted", 100 * r["predicted"])
+        yield _number(f"{key}.predictedlearned", 100 * r["predicted_learned"])
         yield _number(f"{key}.n", r["n"], 0)
         yield f"{key}.meanp", r["mean_p"], f"{r['mean_p']:.2g}"
     for r in quality_by_setting(df, n_boot=N_BOOT).to_dict("records"):
@@ -274,7 +275,8 @@ def contamination_latex(df: pd.DataFrame) -> str:
             r = by_d.loc[d]
             row[f"{d} modes \\%"] = (f"{tex_number(100 * r['rate'])} [{tex_number(100 * r['lo'])}, "
                                        f"{tex_number(100 * r['hi'])}]")
-            row[f"{d} predicted \\%"] = tex_number(100 * r["predicted"])
+            row[f"{d} predicted \\% (nominal / learned)"] = (f"{tex_number(100 * r['predicted'])} / "
+                                                           f"{tex_number(100 * r['predicted_learned'])}")
         row["certified"] = f"{int(group['n'].iloc[0])}/{int(group['n'].iloc[0] + group['uncertified'].iloc[0])}"
         row["BLEU"] = f"{tex_number(q['bleu'])} [{tex_number(q['bleu_lo'])}, {tex_number(q['bleu_hi'])}]"
         row["perplexity"] = tex_number(q["perplexity"], 2)

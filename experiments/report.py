@@ -74,13 +74,15 @@ def _contamination_section(df: pd.DataFrame) -> str:
 
     rates = mode_rates(df)
     lines = ["## Degenerate modes against the contamination rate", "",
-             "Share of certified exact modes equal to the degenerate output D (Wilson 95% CI), the closed-form "
-             "prediction from the clean control, and the model's mean probability of D.", "",
-             "| noise | eps | D | measured % | predicted % | mean P(D) | n | uncertified |", "|" + "---|" * 8]
+             "Share of certified exact modes equal to the degenerate output D (Wilson 95% CI); the closed-form "
+             "prediction from the clean control at the nominal rate, and with the probability of D the contaminated "
+             "model learned; the model's mean probability of D.", "",
+             "| noise | eps | D | measured % | predicted % | predicted (learned) % | mean P(D) | n | uncertified |",
+             "|" + "---|" * 9]
     for r in rates.to_dict("records"):
         lines.append(f"| {r['noise']} | {r['epsilon']:g} | {r['degenerate_output']} | {100 * r['rate']:.1f} "
                      f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}] | {100 * r['predicted']:.1f} | "
-                     f"{r['mean_p']:.3g} | {r['n']} | {r['uncertified']} |")
+                     f"{100 * r['predicted_learned']:.1f} | {r['mean_p']:.3g} | {r['n']} | {r['uncertified']} |")
     quality = quality_by_setting(df)
     lines += ["", f"Beam output quality ({quality['beam'].iloc[0]}) and reference perplexity per setting:", "",
               "| noise | eps | BLEU | chrF | perplexity |", "|---|---|---|---|---|"]

@@ -1,6 +1,7 @@
 """Degenerate modes of trained models against the training-data contamination rate eps (Yoshida 2024): the share of
 certified exact modes that are the noise output (Wilson 95% CIs) with the closed-form prediction from the clean
-control model (dashed), next to the beam outputs' corpus BLEU (bootstrap 95% CI) and the test perplexity, which
+control model at the nominal rate (dashed) and with the noise probability the contaminated model learned (dotted),
+next to the beam outputs' corpus BLEU (bootstrap 95% CI) and the test perplexity, which
 the theory predicts barely move. eps is on a symmetric-log axis so that the control (eps = 0) is on it.
 """
 
@@ -48,7 +49,9 @@ def plot(df: pd.DataFrame) -> Figure:
             style.errorbar(ax_mode, r["epsilon"], 100 * r["rate"], 100 * r["lo"], 100 * r["hi"], fmt="o-",
                            color=color, label=f"{noise} noise: mode is {noise} (measured)")
             ax_mode.plot(r["epsilon"], 100 * r["predicted"], ls="--", color=color,
-                         label=f"{noise}: predicted from the control")
+                         label=f"{noise}: predicted (control, nominal ε)")
+            ax_mode.plot(r["epsilon"], 100 * r["predicted_learned"], ls=":", color=color,
+                         label=f"{noise}: predicted (control, learned P(D))")
             q = _with_control(quality, noise)
             style.errorbar(ax_bleu, q["epsilon"], q["bleu"], q["bleu_lo"], q["bleu_hi"], fmt="o-", color=color,
                            label=f"{noise} noise: BLEU ({q['beam'].iloc[0]})")

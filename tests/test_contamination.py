@@ -26,15 +26,20 @@ def test_mode_rates_measure_certified_modes_and_predict_from_the_control():
     rows = [row("none", 0.0, "a", "exact_nondegenerate", 3, math.log(0.2)),
             row("none", 0.0, "b", "exact_nondegenerate", 3, math.log(0.02)),
             row("none", 0.0, "a", "exact", 3, math.log(0.2)), row("none", 0.0, "b", "exact", 3, math.log(0.02)),
-            row("empty", 0.05, "a", "exact", 3, math.log(0.19)), row("empty", 0.05, "b", "exact", 0, math.log(0.06)),
-            row("empty", 0.05, "c", "exact", 0, math.log(0.5), certified=False)]
+            row("empty", 0.05, "a", "exact", 3, math.log(0.19), p_empty=0.05),
+            row("empty", 0.05, "b", "exact", 0, math.log(0.06), p_empty=0.05),
+            row("empty", 0.05, "c", "exact", 0, math.log(0.5), certified=False, p_empty=0.05)]
     rates = mode_rates(pd.DataFrame(rows)).set_index(["noise", "epsilon", "degenerate_output"])
     control = rates.loc[("none", 0.0, "empty")]
     assert (control["rate"], control["n"], control["predicted"]) == (0.0, 2, 0.0)
     noisy = rates.loc[("empty", 0.05, "empty")]
-    # eps + (1 - eps) 0.01 = 0.0595 beats (1 - eps) 0.02 = 0.019 but not (1 - eps) 0.2 = 0.19
-    assert (noisy["rate"], noisy["k"], noisy["n"], noisy["predicted"], noisy["uncertified"]) == (0.5, 1, 2, 0.5, 1)
-    assert rates.loc[("empty", 0.05, "copy"), "rate"] == 0.0
+    # eps + (1 - eps) 0.01 = 0.0595 beats (1 - eps) 0.02 = 0.019 but not (1 - eps) 0.2 = 0.19; so does the learned
+    # P(empty) = 0.05; copy noise is absent, so the copy prediction uses eps = 0
+    assert (noisy["rate"], noisy["k"], noisy["n"], noisy["uncertified"]) == (0.5, 1, 2, 1)
+    assert (noisy["predicted"], noisy["predicted_learned"]) == (0.5, 0.5)
+    assert noisy["mean_p"] == pytest.approx(0.05)
+    copy = rates.loc[("empty", 0.05, "copy")]
+    assert (copy["rate"], copy["predicted"], copy["predicted_learned"]) == (0.0, 0.0, 0.0)
 
 
 @pytest.fixture(scope="module")
