@@ -216,8 +216,8 @@ def _correlation_numbers(df: pd.DataFrame) -> Iterator[Number]:
 
 def _paired_numbers(df: pd.DataFrame) -> Iterator[Number]:
     """Every method against ``PAIRED_BASELINE`` (paired bootstrap, Koehn 2004): corpus BLEU and chrF difference
-    ``<method>.vs<baseline>.<metric>`` and its p-value ``.p``."""
-    if PAIRED_BASELINE not in set(df["method"]):
+    ``<method>.vs<baseline>.<metric>`` and its p-value ``.p``; only for runs of one model."""
+    if PAIRED_BASELINE not in set(df["method"]) or df["model"].nunique() > 1:
         return
     for metric in ("bleu", "chrf"):
         for r in stats.paired_bootstrap(df, metric, baseline=PAIRED_BASELINE, n_boot=N_BOOT).to_dict("records"):
