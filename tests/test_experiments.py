@@ -72,10 +72,10 @@ def test_resuming_with_another_config_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_cli_run_with_overrides(tiny_model_dir, tmp_path, capsys):
-    cli.main(["run", "--set", f"model={tiny_model_dir}", "--set", "prompts=['the cat']", "--set", "max_len=3",
-              "--set", "beam_sizes=[2]", "--out", str(tmp_path / "cli")])
+    cli.main(["run", "demo", "--set", f"model={tiny_model_dir}", "--set", "prompts=['the cat']", "--set",
+              "max_len=3", "--set", "beam_sizes=[2]", "--out", str(tmp_path / "cli")])
     out = capsys.readouterr().out
-    assert "exact_nonempty" in out and "rows written" in out
+    assert "exact_nonempty" in out and f"run directory: {tmp_path / 'cli'}" in out
     with pytest.raises(SystemExit, match="unknown config key"):
         cli.main(["run", "--set", "beam=3", "--out", str(tmp_path / "x")])
 
