@@ -11,7 +11,8 @@ so every method searches the same output space.
 
 An encoder-decoder model translates the source directly. A decoder-only model gets a ``shots``-shot prompt
 (``experiments.data.few_shot_prompt``) and a translation ends at the first newline: the adapter treats the
-newline token as EOS and masks the model's own EOS, so "the empty translation" means a newline straight away.
+newline token as EOS and masks the model's own EOS and every other token that holds a newline, so "the empty
+translation" means a newline straight away.
 
 Writes the run directory (rows.jsonl, then rows.parquet with metrics), figures/ and report.md.
 """
@@ -141,7 +142,11 @@ def load_translation_lm(model: str, *, shots: int, device: str = "cpu") -> tuple
     if len(newline) != 1:
         raise SystemExit(f"{model}: a newline is {len(newline)} tokens; few-shot translation needs it to be one "
                          "(it ends a translation)")
-    lm = HFCausalLM(hf, tok, eos_id=newline[0], extra_masked_ids=[HFCausalLM(hf, tok).eos_id])
+    # one line per translation: the newline token is EOS, and every other token holding a newline (e.g. "\n\n") is
+    # masked, as is the model's own EOS
+    pieces = tok.batch_decode([[i] for i in range(len(tok))])
+    multiline = [i for i, piece in enumerate(pieces) if "\n" in piece and i != newline[0]]
+    lm = HFCausalLM(hf, tok, eos_id=newline[0], extra_masked_ids=[HFCausalLM(hf, tok).eos_id, *multiline])
     return lm, tok, info, lambda source, demos: few_shot_prompt(demos, source, k=shots)
 
 
