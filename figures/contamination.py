@@ -42,7 +42,7 @@ def plot(df: pd.DataFrame) -> Figure:
     quality = quality_by_setting(df)
     noises = [n for n in NOISE_COLORS if n in set(df["noise"])]
     with style.paper():
-        fig, (ax_mode, ax_bleu) = style.new_figure(2, width="double", height=2.2)
+        fig, (ax_mode, ax_bleu) = style.new_figure(2, width="double", height=3.2)
         for noise in noises:
             color = NOISE_COLORS[noise]
             r = _with_control(rates[rates["degenerate_output"] == noise], noise)
@@ -70,8 +70,8 @@ def plot(df: pd.DataFrame) -> Figure:
         n = int(rates["n"].max()) if len(rates) else 0
         ax_mode.set_title(f"degenerate modes ({n} sources, 95% CI)")
         ax_bleu.set_title("beam quality and reference perplexity")
-        ax_mode.legend(loc="upper left")
-        handles, labels = ax_bleu.get_legend_handles_labels()
-        more_handles, more_labels = ax_ppl.get_legend_handles_labels()
-        ax_bleu.legend(handles + more_handles, labels + more_labels, loc="lower left")
+        # one legend below both panels: inside, it would cover the points
+        entries = [ax.get_legend_handles_labels() for ax in (ax_mode, ax_bleu, ax_ppl)]
+        fig.legend([h for hs, _ in entries for h in hs], [lb for _, lbs in entries for lb in lbs],
+                   loc="outside lower center", ncols=3)
     return fig
