@@ -18,6 +18,7 @@ check of the same theory (``experiments.contamination_toy``), drawn as the criti
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -101,7 +102,10 @@ def finetune(cfg: ContaminationConfig, kind: str, eps: float, *, limit: int | No
     train_df, dev_df = corpus[corpus["split"] == "train"], corpus[corpus["split"] == "dev"]
     if limit:
         train_df, dev_df = train_df.head(50 * limit), dev_df.head(limit)
-    tag = f"{cfg.base_model.replace('/', '_')}-{kind}-{eps:g}-{cfg.steps}steps" + (f"-limit{limit}" if limit else "")
+    # the folder names the setting and a hash of the whole training config, so a changed lr or seed retrains
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(mt), sort_keys=True).encode()).hexdigest()[:8]
+    tag = f"{cfg.base_model.replace('/', '_')}-{kind}-{eps:g}-{cfg.steps}steps-{digest}" + (
+        f"-limit{limit}" if limit else "")
     out = cache_dir() / "models" / "contamination" / tag
     if not (out / "config.json").is_file():
         train(train_df, dev_df, out, mt, command=" ".join(sys.argv))
