@@ -5,7 +5,8 @@ will have A. With the exact q this is log p(y<=t, A | x), whose maximum over fin
 mode; at EOS the classifier term is replaced by the exact indicator log 1[A(y)], so no returned hypothesis lacks
 A. As in FUDGE (Yang & Klein 2021), each beam's next tokens are first cut to the ``candidates`` most probable
 under the model, and the classifier scores every candidate of every beam in one batched call. The beam itself
-is ``beam_search``'s: the best ``2k`` extensions are ranked, finished ones set aside, until ``k`` have finished.
+is ``beam_search``'s (``decoding.beam.Beam``): the best ``2k`` extensions are ranked, finished ones set aside,
+until ``k`` have finished.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from decoding.attributes import Attribute, Classifier, source_content
+from decoding.beam import Beam
 from decoding.constraints import Constraint, accepted, length_constraints, restricted
 from decoding.protocol import Counted, LanguageModel, as_ids, check_lengths
 from decoding.scorers import Scorer
@@ -45,12 +47,11 @@ def conditional_beam_search(lm: LanguageModel, source_ids: Sequence[int], *, att
     model = Counted(lm, stats)
     eos = lm.eos_id
     state = model.start(source)
-    prefixes: list[tuple[int, ...]] = [()]
-    token_lps: list[tuple[float, ...]] = [()]
-    logprob = torch.zeros(1, dtype=torch.float64)
+    beam = Beam()
     base = torch.zeros(1, dtype=torch.float64)  # logprob + scorer terms: the score without the classifier
     finished: list[Hypothesis] = []
-    while prefixes and len(finished) < beam_size:
+    while beam.prefixes and len(finished) < beam_size:
+        prefixes = beam.prefixes
         lp = model.logprobs(state).double()  # (n, V)
         step = lp + sum((s(prefixes, lp, eos) for s in scorers), torch.zeros_like(lp))
         allowed = _top(restricted(rules, prefixes, source, lp, eos), candidates)
@@ -63,27 +64,11 @@ def conditional_beam_search(lm: LanguageModel, source_ids: Sequence[int], *, att
                                       else NEG_INF for p, end in zip(prefixes, ends, strict=True)],
                                      dtype=torch.float64)
         cand = torch.where(allowed > NEG_INF, base[:, None] + step + log_q, NEG_INF).view(-1)
-        top = torch.topk(cand, min(2 * beam_size, cand.numel()))
-        rows: list[int] = []
-        tokens: list[int] = []
-        for value, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-            if value == NEG_INF or len(rows) == beam_size:
-                break
-            row, token = divmod(flat, lp.shape[1])
-            if token == eos:
-                lps = token_lps[row] + (float(lp[row, token]),)
-                finished.append(Hypothesis(prefixes[row] + (eos,), float(logprob[row] + lp[row, token]), value,
-                                           lps, True))
-            else:
-                rows.append(row)
-                tokens.append(token)
-        if not rows:
+        # an EOS candidate that lacks A (or breaks a constraint) is already -inf, so every finite one may end
+        done, idx, tok, _ = beam.advance(cand, lp, beam_size, eos, lambda p: True)
+        finished += done
+        if not len(idx):
             break
-        idx = torch.tensor(rows)
-        tok = torch.tensor(tokens)
-        prefixes = [prefixes[r] + (t,) for r, t in zip(rows, tokens, strict=True)]
-        token_lps = [token_lps[r] + (float(lp[r, t]),) for r, t in zip(rows, tokens, strict=True)]
-        logprob = logprob[idx] + lp[idx, tok]
         base = base[idx] + step[idx, tok]
         state = model.extend(model.select(state, idx), tok)
     finished.sort(key=lambda h: -h.score)
