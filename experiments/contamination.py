@@ -148,12 +148,16 @@ def main(cfg: ContaminationConfig, out_dir: Path, *, limit: int | None = None,
         print(f"[{i + 1}/{len(settings)}] {model_tag}: fine-tuning {cfg.steps} steps (cached once done)",
               file=sys.stderr)
         lm, _, _, _ = load_translation_lm(str(finetune(cfg, kind, eps, limit=limit)), shots=0, device=cfg.device)
+        extras: dict[str, dict[str, Any]] = {}  # per source: the same for every search of this model
         for ex, name, params, search in tqdm(todo, desc=f"searching {model_tag}", unit="search"):
             res = search(lm, ex)
-            copy = list(tok(ex.source, add_special_tokens=False)["input_ids"])
-            reference = list(tok(ex.reference, add_special_tokens=False)["input_ids"])
-            extra = {"epsilon": eps, "noise": kind, "steps": cfg.steps, "empty_logprob": _logprob(lm, ex, []),
-                     "copy_logprob": _logprob(lm, ex, copy), "reference_logprob": _logprob(lm, ex, reference)}
+            if ex.example_id not in extras:
+                copy = list(tok(ex.source, add_special_tokens=False)["input_ids"])
+                reference = list(tok(ex.reference, add_special_tokens=False)["input_ids"])
+                extras[ex.example_id] = {
+                    "epsilon": eps, "noise": kind, "steps": cfg.steps, "empty_logprob": _logprob(lm, ex, []),
+                    "copy_logprob": _logprob(lm, ex, copy), "reference_logprob": _logprob(lm, ex, reference)}
+            extra = extras[ex.example_id]
             found = [(h, res, {}) for h in (res.hypotheses[:1] or [None])]
             rows = result_rows(lm, tok, model_tag, f"{cfg.corpus}/{cfg.split}", ex, name, params, found)
             run.append(f"{model_tag}/{ex.example_id}/{name}", [r | extra for r in rows])
