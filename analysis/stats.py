@@ -108,6 +108,8 @@ def _additive(group: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]
     if metric in METRICS:
         column = group[f"{metric}_stats"]
         keep = column.notna().to_numpy()
+        if not keep.any():  # a group without references (e.g. a chat model's): no statistics to add
+            return keep, np.zeros((0, 1))
         return keep, np.array([np.asarray(s, dtype=np.float64) for s in column[keep]]).reshape(int(keep.sum()), -1)
     x = _numeric(group[metric])
     keep = ~np.isnan(x)

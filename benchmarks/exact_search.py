@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import decoding  # noqa: E402
 from decoding.hf import HFCausalLM  # noqa: E402
+from models.chat import prompt_ids  # noqa: E402
 
 DEFAULT_PROMPTS = ("Name a color.", "What is the capital of France?", "Translate to French: cat",
                    "What is 2+2?")
@@ -152,14 +153,6 @@ def run_exact(lm: HFCausalLM, prompt: Sequence[int], *, max_len: int, max_second
                res.stats.nodes, res.stats.forward_calls, wall)
 
 
-def encode(tok: Any, question: str) -> list[int]:
-    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                  tokenize=True)
-    if not isinstance(ids, list):
-        ids = ids["input_ids"]
-    return [int(i) for i in ids]
-
-
 def show(tok: Any, ids: tuple[int, ...] | None) -> str:
     return "(none)" if ids is None else repr(tok.decode(list(ids), skip_special_tokens=False))
 
@@ -193,14 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"seed beam {args.seed_beam_size}, torch threads {torch.get_num_threads()}")
     print("Seed (beam search) cost is included in both searches' nodes, forward calls and wall time.\n")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    decoding.beam_search(lm, encode(tok, "Hi."), beam_size=2, max_len=3)  # warm-up, untimed
+    decoding.beam_search(lm, prompt_ids(tok, "Hi."), beam_size=2, max_len=3)  # warm-up, untimed
     seed_label = f"seed: beam {args.seed_beam_size} (in both)"
 
     totals = {"exact": [0, 0, 0.0], "baseline": [0, 0, 0.0], "seed": [0, 0, 0.0]}
     all_ok = True
     summary: list[tuple[str, ...]] = [("prompt", "exact wall s", "baseline wall s", "ratio", "same mode")]
     for question in args.prompts:
-        prompt = encode(tok, question)
+        prompt = prompt_ids(tok, question)
         ours = run_exact(lm, prompt, max_len=args.max_len, max_seconds=args.max_seconds,
                          seed_beam_size=args.seed_beam_size, batch_size=args.batch_size)
         base = run_baseline(lm, prompt, max_len=args.max_len, max_seconds=args.max_seconds,

@@ -1,7 +1,18 @@
 """Mode search over any LanguageModel: greedy, beam, exact (certified), length-conditional and conditional beam
 search, sampling."""
 
-from decoding.attributes import And, Attribute, Classifier, Length, LengthRatio, Not, NotDegenerate, Or, RewardAbove
+from decoding.attributes import (
+    And,
+    Attribute,
+    Classifier,
+    Length,
+    LengthRange,
+    LengthRatio,
+    Not,
+    NotDegenerate,
+    Or,
+    RewardAbove,
+)
 from decoding.beam import beam_search
 from decoding.conditional_beam import conditional_beam_search
 from decoding.constraints import BannedTokens, Constraint, MaxLength, MinLength, NoRepeatNgram, NotCopyOfSource
@@ -16,7 +27,8 @@ from decoding.types import Hypothesis, NonFiniteLogProbError, SearchInputError, 
 
 __all__ = [
     "And", "Attribute", "BannedTokens", "Classifier", "Constraint", "ExactClassifier", "HiddenStates", "Hypothesis",
-    "LanguageModel", "Length", "LengthRatio", "LengthReward", "MaxLength", "MinLength", "NGramLM", "NoRepeatNgram",
+    "LanguageModel", "Length", "LengthRange", "LengthRatio", "LengthReward", "MaxLength", "MinLength", "NGramLM",
+    "NoRepeatNgram",
     "NonFiniteLogProbError", "Not", "NotCopyOfSource", "NotDegenerate", "Or", "RewardAbove", "Scorer",
     "SearchInputError", "SearchResult", "SearchStats", "TabularLM", "beam_search", "conditional_beam_search",
     "exact_search", "greedy_search", "length_conditional_modes", "sample",

@@ -13,7 +13,8 @@ al. 2024). ``decoding.toy.ExactClassifier`` computes it by enumeration; ``models
 
 - ``NotDegenerate``: not empty, no repetition loop, not a copy of the source; the same definition and
   thresholds as ``analysis.degeneracy.degeneracy`` (on text with ``detokenize``, else on token ids).
-- ``Length(n)``, ``LengthRatio(lo, hi)``: output length in tokens, alone or relative to the source's.
+- ``Length(n)``, ``LengthRange(lo, hi)``, ``LengthRatio(lo, hi)``: output length in tokens, exactly, within a
+  range, or relative to the source's.
 - ``RewardAbove(reward, tau)``: any scoring function of (tokens, source) reaches ``tau``.
 """
 
@@ -32,8 +33,8 @@ from decoding.protocol import LanguageModel
 from decoding.types import SearchInputError
 
 __all__ = [
-    "And", "Attribute", "Classifier", "Length", "LengthRatio", "Not", "NotDegenerate", "Or", "RewardAbove",
-    "source_content",
+    "And", "Attribute", "Classifier", "Length", "LengthRange", "LengthRatio", "Not", "NotDegenerate", "Or",
+    "RewardAbove", "source_content",
 ]
 
 Tokens = tuple[int, ...]
@@ -127,15 +128,18 @@ class Not(Attribute):
 class NotDegenerate(Attribute):
     """Not ``degenerate`` as ``analysis.degeneracy`` defines it. With ``detokenize`` (ids -> text) the check runs
     on the words of the texts, exactly as in the analysis; without, it runs on token ids, where a copy is an
-    exact copy of the source ids (near copies need text)."""
+    exact copy of the source ids (near copies need text). ``source_text`` turns the source ids into the text an
+    output must not copy when that is not all of them (default ``detokenize``): for a chat prompt, the user's
+    message without the template around it (``models.registry.user_message``)."""
 
     thresholds: DegeneracyThresholds = DegeneracyThresholds()
     detokenize: Callable[[Sequence[int]], str] | None = field(default=None, compare=False)
+    source_text: Callable[[Sequence[int]], str] | None = field(default=None, compare=False)
 
     def __call__(self, tokens: Tokens, source: Tokens) -> bool:
         if self.detokenize is not None:
-            return not degeneracy(self.detokenize(tokens), self.detokenize(source), thresholds=self.thresholds)[
-                "degenerate"]
+            source_text = (self.source_text or self.detokenize)(source)
+            return not degeneracy(self.detokenize(tokens), source_text, thresholds=self.thresholds)["degenerate"]
         t = self.thresholds
         return bool(tokens) and tokens != source and seq_rep_n(tokens, 4) <= t.seq_rep_4 \
             and longest_repeat(tokens) < t.longest_repeat
@@ -166,6 +170,28 @@ class Length(Attribute):
 
     def length_range(self, source: Tokens) -> tuple[int, int] | None:
         return self.n, self.n
+
+
+@dataclass(frozen=True)
+class LengthRange(Attribute):
+    """``lo <= len(tokens) <= hi`` tokens (EOS excluded)."""
+
+    lo: int
+    hi: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lo <= self.hi:
+            raise SearchInputError(f"LengthRange needs 0 <= lo <= hi, got lo={self.lo}, hi={self.hi}")
+
+    def __call__(self, tokens: Tokens, source: Tokens) -> bool:
+        return self.lo <= len(tokens) <= self.hi
+
+    @property
+    def name(self) -> str:
+        return f"length_range({self.lo},{self.hi})"
+
+    def length_range(self, source: Tokens) -> tuple[int, int] | None:
+        return self.lo, self.hi
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ EXPERIMENTS = {
     "contamination": ("fine-tune the shipped model on training data with a share eps of empty / copied targets; "
                       "degenerate exact modes vs eps, against the closed form", "experiments.contamination",
                       "ContaminationConfig"),
+    "conditional": ("conditional beam search on p(y | x, not degenerate and of plausible length) with a learned "
+                    "classifier, against beam search, its hard-constraint variants and the exact conditional mode, on "
+                    "the shipped MT model and SmolLM2 (chat)", "experiments.conditional", "ConditionalConfig"),
     "demo": ("exact vs beam search on SmolLM2-135M-Instruct, 5 short prompts", "experiments.demo", "DemoConfig"),
 }
 DEFAULT_EXPERIMENT = "modes"
@@ -62,11 +65,20 @@ def _paper(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    overrides = dict(parse_override(item) for item in args.set)
+    config = Path(args.config) if args.config else None
+    if args.what == "classifier":
+        from experiments import conditional
+
+        if args.out:
+            raise SystemExit("lq train classifier keeps classifiers in $LQ_CACHE/classifiers; --out is for mt")
+        conditional.train_classifiers(load_config(conditional.ConditionalConfig, "conditional", config, overrides),
+                                      limit=args.limit)
+        return
     from experiments import train_mt
 
-    overrides = dict(parse_override(item) for item in args.set)
     try:
-        cfg = load_config(train_mt.TrainMTConfig, "train_mt", Path(args.config) if args.config else None, overrides)
+        cfg = load_config(train_mt.TrainMTConfig, "train_mt", config, overrides)
     except ValueError as err:
         raise SystemExit(f"bad config: {err}") from err
     train_mt.main(cfg, Path(args.out) if args.out else None, limit=args.limit, argv=sys.argv)
@@ -115,14 +127,20 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--limit", type=int, help="only the first N examples")
     run.add_argument("--out", help="run directory (default runs/<experiment>-<time>); an existing one is resumed")
     run.set_defaults(func=_run)
-    train = sub.add_parser("train", help="train a model: `lq train mt` (the Bible de->en Marian model)",
-                           description="Train a model; re-running the same command resumes from its checkpoint. "
-                           "Config: experiments/configs/train_mt.toml, overridable with --set (e.g. --set "
-                           "contamination=0.01 --set contamination_kind=copy).")
-    train.add_argument("what", choices=["mt"], help="mt: a MarianMTModel on a parallel corpus")
+    train = sub.add_parser("train", help="train a model: `lq train mt` (the Bible de->en Marian model) or "
+                           "`lq train classifier` (the attribute classifiers of conditional beam search)",
+                           description="Train a model. mt: re-running the same command resumes from its checkpoint; "
+                           "config experiments/configs/train_mt.toml, overridable with --set (e.g. --set "
+                           "contamination=0.01 --set contamination_kind=copy). classifier: for each model of "
+                           "experiments/configs/conditional.toml (e.g. --set 'models=[\"bible-de-en-marian\"]'), "
+                           "sample the model on training sources, label the samples by the attribute, train q(A | x, "
+                           "y<=t) and report its held-out calibration; cached in $LQ_CACHE/classifiers.")
+    train.add_argument("what", choices=["mt", "classifier"],
+                       help="mt: a MarianMTModel on a parallel corpus; classifier: attribute classifiers")
     train.add_argument("--config", help="a TOML config file instead of the default")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    train.add_argument("--limit", type=int, help="only the first N training pairs (N/10 dev and test)")
+    train.add_argument("--limit", type=int, help="mt: only the first N training pairs (N/10 dev and test); "
+                       "classifier: only 4N training sources")
     train.add_argument("--out", help="model folder (default $LQ_CACHE/models/<corpus>-marian); resumed if present")
     train.set_defaults(func=_train)
     figures = sub.add_parser("figures", help="re-render a run's figures (PDF and PNG) into RUN_DIR/figures")

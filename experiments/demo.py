@@ -58,16 +58,9 @@ def methods(cfg: DemoConfig) -> dict[str, tuple[dict[str, Any], Search]]:
     return out
 
 
-def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    return list(tokenizer(prompt)["input_ids"])
-
-
 def main(cfg: DemoConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None) -> Path:
     from models import load_lm
+    from models.chat import prompt_ids
 
     run = RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv)
     lm, tok, info = load_lm(cfg.model, device=cfg.device)

@@ -84,10 +84,10 @@ class ModesConfig:
 class Example:
     example_id: str
     source: str
-    reference: str
+    reference: str | None
     source_ids: list[int]
     source_tokens: int
-    reference_tokens: int
+    reference_tokens: int | None
     max_len: int
 
 

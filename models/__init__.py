@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         ClassifierData,
         ClassifierMetrics,
         HiddenStateClassifier,
+        classifier_folder,
         collect,
         expected_calibration_error,
         load_classifier,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     )
 
 _CLASSIFIER_NAMES = {
-    "AttributeHead", "ClassifierData", "ClassifierMetrics", "HiddenStateClassifier", "collect",
+    "AttributeHead", "ClassifierData", "ClassifierMetrics", "HiddenStateClassifier", "classifier_folder", "collect",
     "expected_calibration_error", "load_classifier", "reliability", "save_classifier", "train_classifier",
 }
 
@@ -48,7 +49,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "NAMED_MODELS", "AttributeHead", "ClassifierData", "ClassifierMetrics", "HiddenStateClassifier", "ModelInfo",
-    "ModelNotAvailableError", "NamedModelSpec", "NamedModelStatus", "ShippedModelSpec", "cache_dir", "collect",
+    "ModelNotAvailableError", "NamedModelSpec", "NamedModelStatus", "ShippedModelSpec", "cache_dir",
+    "classifier_folder", "collect",
     "expected_calibration_error", "load_classifier", "load_lm", "load_model", "named_model_status", "reliability",
     "save_classifier", "train_classifier",
 ]

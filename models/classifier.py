@@ -36,7 +36,7 @@ from decoding.sampling import sample
 from decoding.types import SearchInputError
 
 __all__ = [
-    "AttributeHead", "ClassifierData", "ClassifierMetrics", "HiddenStateClassifier", "collect",
+    "AttributeHead", "ClassifierData", "ClassifierMetrics", "HiddenStateClassifier", "classifier_folder", "collect",
     "expected_calibration_error", "load_classifier", "reliability", "save_classifier", "train_classifier",
 ]
 
@@ -291,17 +291,21 @@ def _evaluate(head: AttributeHead, data: ClassifierData, rows: Tensor, n_train: 
                              by_position, table)
 
 
-def _folder(model_dir: str | Path, attribute: Attribute) -> Path:
-    return Path(model_dir) / "classifiers" / attribute.name
+def classifier_folder(model: str, attribute: Attribute) -> Path:
+    """Where the classifier of ``attribute`` for the model named ``model`` (a registry name or a folder) is kept:
+    ``$LQ_CACHE/classifiers/<model>/<attribute name>/``."""
+    from models.registry import cache_dir
+
+    return cache_dir() / "classifiers" / model.strip("/").replace("/", "_") / attribute.name
 
 
-def save_classifier(classifier: HiddenStateClassifier, model_dir: str | Path,
+def save_classifier(classifier: HiddenStateClassifier, folder: str | Path,
                     metrics: ClassifierMetrics | None = None) -> Path:
     """Write ``head.safetensors`` and ``config.json`` (head config, attribute, model signature, metrics), plus the
-    metric tables as CSV, into ``<model_dir>/classifiers/<attribute name>/``; returns that folder."""
+    metric tables as CSV, into ``folder`` (e.g. ``classifier_folder(model, attribute)``); returns it."""
     from safetensors.torch import save_file
 
-    folder = _folder(model_dir, classifier.attribute)
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in classifier.head.state_dict().items()},
               str(folder / "head.safetensors"))
@@ -314,15 +318,16 @@ def save_classifier(classifier: HiddenStateClassifier, model_dir: str | Path,
     return folder
 
 
-def load_classifier(model_dir: str | Path, attribute: Attribute, *, device: str = "cpu") -> HiddenStateClassifier:
-    """The classifier ``save_classifier`` wrote for ``attribute`` next to the model in ``model_dir``."""
+def load_classifier(folder: str | Path, attribute: Attribute, *, device: str = "cpu") -> HiddenStateClassifier:
+    """The classifier ``save_classifier`` wrote into ``folder``; it must predict ``attribute``."""
     from safetensors.torch import load_file
 
-    folder = _folder(model_dir, attribute)
+    folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"no classifier for {attribute.name!r} in {folder}; train one first "
-                                "(collect + train_classifier + save_classifier)")
+        raise FileNotFoundError(f"no classifier in {folder}; train one first (`lq train classifier`)")
     config = json.loads((folder / "config.json").read_text())
+    if config["attribute"] != attribute.name:
+        raise ValueError(f"the classifier in {folder} predicts {config['attribute']!r}, not {attribute.name!r}")
     head_config = dict(config["head"])
     head = AttributeHead(head_config.pop("d_model"), head_config.pop("vocab_size"), **head_config)
     head.load_state_dict(load_file(str(folder / "head.safetensors")))

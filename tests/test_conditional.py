@@ -13,6 +13,7 @@ from decoding import (
     Attribute,
     ExactClassifier,
     Length,
+    LengthRange,
     LengthRatio,
     NGramLM,
     NotDegenerate,
@@ -28,6 +29,7 @@ from models.classifier import (
     AttributeHead,
     ClassifierData,
     HiddenStateClassifier,
+    classifier_folder,
     collect,
     expected_calibration_error,
     load_classifier,
@@ -61,6 +63,9 @@ ATTRIBUTES = [Length(3), NotDegenerate(), LengthRatio(1.0, 1.5), ~Length(0) & Le
     (LengthRatio(0.5, 1.0), (1,), (3, 4), True),
     (LengthRatio(0.5, 1.0), (1, 2, 3), (3, 4), False),
     (LengthRatio(0.0, 9.0), (), (), False),
+    (LengthRange(1, 2), (), (), False),
+    (LengthRange(1, 2), (7, 7), (), True),
+    (LengthRange(1, 2), (7, 7, 7), (), False),
     (NotDegenerate(), (), (3,), False),
     (NotDegenerate(), (3, 4), (3, 4), False),
     (NotDegenerate(), LOOP, (3,), False),
@@ -100,7 +105,7 @@ def test_not_degenerate_on_text_is_the_analysis_flag(text):
 
 
 @pytest.mark.parametrize(("attribute", "exact"), [
-    (Length(3), True), (LengthRatio(0.3, 0.7), True), (LengthRatio(1.0, 2.5), True),
+    (Length(3), True), (LengthRange(2, 5), True), (LengthRatio(0.3, 0.7), True), (LengthRatio(1.0, 2.5), True),
     (Length(2) & LengthRatio(0.5, 3.0), True), (Length(1) | Length(4), False)])
 def test_length_range_bounds_the_lengths_with_the_attribute(attribute, exact):
     """Exactly for length attributes and their conjunctions; a disjunction gets the enclosing range."""
@@ -336,19 +341,22 @@ def test_reliability_and_ece_golden_values():
     assert expected_calibration_error(table) == pytest.approx(expected)
 
 
-def test_save_and_load_next_to_the_model(tmp_path):
+def test_save_and_load_under_the_model_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LQ_CACHE", str(tmp_path))
     data = _separable_data(n=400)
     clf, metrics = train_classifier(data, Length(4), epochs=2, width=16, max_remaining=8, progress=False)
-    folder = save_classifier(clf, tmp_path, metrics)
-    assert folder == tmp_path / "classifiers" / "length(4)"
+    folder = save_classifier(clf, classifier_folder("org/tiny", Length(4)), metrics)
+    assert folder == tmp_path / "classifiers" / "org_tiny" / "length(4)"
     assert pd.read_csv(folder / "reliability.csv").shape == metrics.reliability.shape
-    loaded = load_classifier(tmp_path, Length(4))
+    loaded = load_classifier(folder, Length(4))
     x, rem = torch.randn(3, 8), remaining_lengths(Length(4), (), [0, 1, 2])
     with torch.no_grad():
         assert torch.equal(loaded.head(x, rem), clf.head(x, rem))
     assert loaded.model == clf.model
+    with pytest.raises(ValueError, match="predicts 'length\\(4\\)', not 'length\\(5\\)'"):
+        load_classifier(folder, Length(5))
     with pytest.raises(FileNotFoundError, match="no classifier"):
-        load_classifier(tmp_path, Length(5))
+        load_classifier(classifier_folder("org/tiny", Length(5)), Length(5))
 
 
 def test_learned_classifier_in_conditional_beam_on_a_tiny_model():

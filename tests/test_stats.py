@@ -97,6 +97,14 @@ def test_corpus_ci_value_is_sacrebleus_corpus_score(mt, metric, corpus):
         assert out.loc[name, "n"] == len(refs)
 
 
+def test_corpus_ci_of_a_group_without_references_is_nan(mt):
+    _, _, df = mt
+    no_refs = df.head(3).assign(method="chat", bleu_stats=None)
+    out = corpus_ci(pd.concat([df, no_refs], ignore_index=True), "bleu", n_boot=50).set_index("method")
+    assert out.loc["chat", "n"] == 0 and math.isnan(out.loc["chat", "value"])
+    assert out.drop(index="chat")["value"].notna().all()
+
+
 def test_corpus_ci_of_a_column_is_its_mean_and_matches_bootstrap_ci():
     df = _normal_sample({"a": 40, "b": 60}).assign(rank=0)
     expected = bootstrap_ci(df, lambda g: g["y"].mean(), n_boot=300)
