@@ -34,13 +34,14 @@ from typing import Any
 import pandas as pd
 
 from analysis import stats
+from analysis.conditional import largest_beam_sizes, likelihood_cost, method_summary, win_rates
 from analysis.contamination import mode_rates, quality_by_setting
 from analysis.frames import CONFIG, ROWS_JSONL, ROWS_PARQUET, load_run
 from analysis.likelihood import MODE_METHOD
-from experiments.report import TOY, render_figures, summary_table
+from experiments.report import CALIBRATION, TOY, render_figures, summary_table
 
-__all__ = ["EXPERIMENTS", "INSTALL_TEX", "N_BOOT", "PAIRED_BASELINE", "PLACEHOLDER", "build", "definitions", "generate",
-           "numbers", "summary_latex", "tex_escape", "tex_number"]
+__all__ = ["EXPERIMENTS", "INSTALL_TEX", "N_BOOT", "PAIRED_BASELINE", "PLACEHOLDER", "build", "calibration_numbers",
+           "conditional_latex", "definitions", "generate", "numbers", "summary_latex", "tex_escape", "tex_number"]
 
 EXPERIMENTS = ("modes", "contamination", "conditional")
 """The experiments paper.tex discusses, in its order; a run under another name is generated too."""
@@ -249,6 +250,65 @@ def _contamination_numbers(df: pd.DataFrame) -> Iterator[Number]:
         yield _number(f"{key}.perplexity", r["perplexity"], 2)
 
 
+def _conditional_numbers(df: pd.DataFrame) -> Iterator[Number]:
+    """For a conditional run, per model (``<model>.``): each method's search time over plain beam search's at the
+    same k (``<method>.timevsbeam``, CI), the likelihood cost of conditioning per k (``k<k>.likelihoodcost``, CI),
+    conditional beam search's win and loss rates against every method at the largest k (``k<k>.wins.<method>``,
+    ``k<k>.losses.<method>``, %), and how often the unconditional exact output copies the source (``exact.copy``)
+    or is shorter than A allows (``exact.lacksa``, %, Wilson)."""
+    if "attribute_holds" not in df.columns:
+        return
+    for r in method_summary(df, n_boot=N_BOOT).to_dict("records"):
+        yield from _interval(f"{_slug(r['model'])}.{r['method']}.timevsbeam", r["time_vs_beam"],
+                             r["time_vs_beam_lo"], r["time_vs_beam_hi"], digits=2)
+    for r in likelihood_cost(df, n_boot=N_BOOT).to_dict("records"):
+        yield from _interval(f"{_slug(r['model'])}.k{r['beam_size']}.likelihoodcost", r["delta_logprob"], r["lo"],
+                             r["hi"], digits=2)
+    for model, k in largest_beam_sizes(df).items():
+        wins = 100 * win_rates(df, model=model, beam_size=k)
+        method = f"conditional_beam{k}"
+        for other in wins.columns.drop(method):
+            yield _number(f"{_slug(model)}.k{k}.wins.{other}", wins.loc[method, other], 0)
+            yield _number(f"{_slug(model)}.k{k}.losses.{other}", wins.loc[other, method], 0)
+    exact = df[(df["method"] == "exact") & (df["rank"] == 0)].assign(
+        lacks=lambda d: ~d["attribute_holds"].astype("boolean").fillna(False).astype(bool))
+    for column, key in (("copy_near", "copy"), ("lacks", "lacksa")):
+        for r in stats.rate_ci(exact, column, by="model").to_dict("records"):
+            yield from _interval(f"{_slug(r['model'])}.exact.{key}", 100 * r["rate"], 100 * r["lo"], 100 * r["hi"])
+
+
+def calibration_numbers(calibration: pd.DataFrame) -> Iterator[Number]:
+    """Each model's classifier on held-out sources: ``<model>.classifier.ece``, ``.accuracy`` (%) and ``.prefixes``
+    (held-out prefixes scored)."""
+    for model, group in calibration.groupby("model"):
+        first = group.iloc[0]
+        yield _number(f"{_slug(model)}.classifier.ece", first["ece"], 3)
+        yield _number(f"{_slug(model)}.classifier.accuracy", 100 * first["held_out_accuracy"])
+        yield _number(f"{_slug(model)}.classifier.prefixes", int(group[group["table"] == "reliability"]["n"].sum()), 0)
+
+
+def conditional_latex(df: pd.DataFrame) -> str:
+    """The conditional table: per model, every method at the largest beam size and the exact searches, with the
+    share of outputs with A, degenerate outputs, mean log-likelihood, BLEU and the time relative to beam search."""
+    from figures.style import method_label
+
+    summary = method_summary(df, n_boot=N_BOOT)
+    largest = largest_beam_sizes(df)
+    keep = summary[summary["beam_size"].isna() | (summary["beam_size"] == summary["model"].map(largest))]
+
+    def ci(r: dict[str, Any], column: str, scale: float = 1.0, digits: int = 1) -> str:
+        value = tex_number(scale * r[column], digits)
+        return value if value == "--" else (f"{value} [{tex_number(scale * r[f'{column}_lo'], digits)}, "
+                                            f"{tex_number(scale * r[f'{column}_hi'], digits)}]")
+
+    rows = [{"model": tex_escape(r["model"]), "method": tex_escape(method_label(r["method"])),
+             r"A holds \%": ci(r, "attribute_holds", 100), r"degenerate \%": ci(r, "degenerate", 100),
+             "log-likelihood": ci(r, "logprob"), "BLEU": ci(r, "bleu"),
+             "time / beam": ci(r, "time_vs_beam", digits=2)} for r in keep.to_dict("records")]
+    cells = pd.DataFrame(rows)
+    return cells.style.hide(axis="index").to_latex(hrules=True, column_format="ll" + "r" * (len(cells.columns) - 2))
+
+
 def toy_numbers(toy: pd.DataFrame) -> Iterator[Number]:
     """The exact toy check of the theory: how many mixtures, how many certified, and how many agree with it."""
     agree = toy["mode_is_degenerate"] == toy["predicted_degenerate"]
@@ -289,7 +349,7 @@ def numbers(experiment: str, df: pd.DataFrame, table: pd.DataFrame, config: dict
     """Every number the paper may quote about one experiment's run: one row per macro with ``key``
     (``<experiment>.<name>``), the raw ``value`` and ``tex``, what ``\\measured{key}`` prints."""
     found = [*_run_numbers(df, config), *_training_numbers(df), *_method_numbers(table), *_mode_numbers(df),
-             *_correlation_numbers(df), *_paired_numbers(df), *_contamination_numbers(df)]
+             *_correlation_numbers(df), *_paired_numbers(df), *_contamination_numbers(df), *_conditional_numbers(df)]
     out = pd.DataFrame(found, columns=["key", "value", "tex"])
     out["key"] = experiment + "." + out["key"]
     return out
@@ -368,11 +428,13 @@ def generate(results: Path, paper_dir: Path) -> Path:
         config = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
         table = summary_table(df, n_boot=N_BOOT)
         figures = render_figures(run_dir, df, out / experiment)
-        table_path.write_text(contamination_latex(df) if "noise" in df.columns else summary_latex(table))
+        table_path.write_text(contamination_latex(df) if "noise" in df.columns
+                              else conditional_latex(df) if "attribute_holds" in df.columns else summary_latex(table))
         frames.append(numbers(experiment, df, table, config))
-        if (run_dir / TOY).is_file():
-            toy = pd.DataFrame(list(toy_numbers(pd.read_parquet(run_dir / TOY))), columns=["key", "value", "tex"])
-            frames.append(toy.assign(key=experiment + "." + toy["key"]))
+        for name, extra in ((TOY, toy_numbers), (CALIBRATION, calibration_numbers)):
+            if (run_dir / name).is_file():
+                more = pd.DataFrame(list(extra(pd.read_parquet(run_dir / name))), columns=["key", "value", "tex"])
+                frames.append(more.assign(key=experiment + "." + more["key"]))
         notes.append(f"{experiment}: {run_dir} (run {config.get('run_id', 'unknown')})")
         print(f"{experiment}: {run_dir} -> {len(figures) // 2} figures, {table_path.name}, "
               f"{len(frames[-1])} numbers")

@@ -2,7 +2,10 @@
 
 ``lq report RUN_DIR`` and ``lq figures RUN_DIR`` call these on an existing run; experiments call ``finish_run``.
 The report's table has one row per method over its rank-0 outputs (a beam's answer, the first sample, the mode of
-the reference length), each number with a 95% bootstrap (corpus BLEU/chrF, means) or Wilson (rates) interval.
+the reference length), each number with a 95% bootstrap (corpus BLEU/chrF, means) or Wilson (rates) interval. Runs
+of the conditional experiment (rows with ``attribute_holds``) add the share of outputs with the attribute to that
+table and a section of their own (``analysis.conditional``); their classifier's held-out calibration table,
+``calibration.parquet``, adds its numbers there and a figure.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import stats
+from analysis.conditional import satisfies
 from analysis.frames import consolidate, load_run
 from analysis.quality import signatures
 
 FIGURES_DIR = "figures"
 REPORT = "report.md"
 TOY = "toy.parquet"
+CALIBRATION = "calibration.parquet"
 
 
 def summary_table(df: pd.DataFrame, *, n_boot: int = 1000) -> pd.DataFrame:
@@ -35,6 +40,8 @@ def summary_table(df: pd.DataFrame, *, n_boot: int = 1000) -> pd.DataFrame:
         "logprob": stats.corpus_ci(top, "logprob", by=keys, n_boot=n_boot),
         "empty %": stats.rate_ci(top, "empty", by=keys),
         "degenerate %": stats.rate_ci(top, "degenerate", by=keys),
+        **({"A holds %": stats.rate_ci(top.assign(attribute_holds=satisfies(top)), "attribute_holds", by=keys)}
+           if "attribute_holds" in top.columns else {}),
         "search error %": stats.rate_ci(top, "search_error", by=keys),
         "certified %": stats.rate_ci(top, "certified", by=keys),
     }
@@ -58,12 +65,24 @@ def _markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table.to_dict("records"):
         cells = [str(r[k]) for k in keys] + [str(r["n"])]
-        for m in metrics:
-            v, lo, hi = r[m], r[f"{m} lo"], r[f"{m} hi"]
-            cells.append("–" if pd.isna(v) else f"{v:.1f} [{lo:.1f}, {hi:.1f}]")
-        cells.append("–" if pd.isna(r["sec/source"]) else f"{r['sec/source']:.2f}")
+        cells += [_ci(r[m], r[f"{m} lo"], r[f"{m} hi"]) for m in metrics]
+        cells.append(_number(r["sec/source"], 2))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _number(value: float, digits: int = 1) -> str:
+    return "–" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _ci(value: float, lo: float, hi: float, digits: int = 1) -> str:
+    """"value [lo, hi]", or "–" where there is no value."""
+    return "–" if pd.isna(value) else f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def _contamination_section(df: pd.DataFrame) -> str:
@@ -92,6 +111,63 @@ def _contamination_section(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def _calibration_lines(calibration: pd.DataFrame) -> list[str]:
+    from analysis.conditional import position_accuracy
+
+    models = calibration.drop_duplicates("model").sort_values("model")
+    buckets = position_accuracy(calibration)
+    positions = [f"{f}" if f == last else f"{f}-{last}" for f, last in zip(buckets["first"], buckets["last"],
+                                                                         strict=True)]
+    return ["", "Attribute classifier on held-out sources (expected calibration error over 10 probability bins; "
+            "accuracy of q >= 0.5 by prefix position t, against always predicting the majority label there):", "",
+            *_rows(["model", "A", "ECE", "held-out accuracy %"],
+                   [[str(r["model"]), str(r["attribute"]), f"{r['ece']:.3f}", _number(100 * r["held_out_accuracy"])]
+                    for r in models.to_dict("records")]),
+            "", *_rows(["model", "t", "prefixes", "accuracy %", "majority %", "mean q"],
+                       [[str(r["model"]), t, str(r["n"]), _number(100 * r["accuracy"]), _number(100 * r["majority"]),
+                         f"{r['mean_q']:.2f}"] for t, r in zip(positions, buckets.to_dict("records"), strict=True)])]
+
+
+def _conditional_section(df: pd.DataFrame, run_dir: Path) -> str:
+    """For a conditional run: conditional beam search against its baselines, its likelihood cost, pairwise win
+    rates and, with ``calibration.parquet``, the classifier's calibration."""
+    if "attribute_holds" not in df.columns:
+        return ""
+    from analysis.conditional import largest_beam_sizes, likelihood_cost, method_summary, win_rates
+
+    summary = method_summary(df)
+    attributes = ", ".join(f"`{a}`" for a in sorted(df["attribute"].dropna().unique())) if "attribute" in df else ""
+    rates = ("attribute_holds", "degenerate", "empty")
+    lines = ["## Conditional beam search", "",
+             f"Attribute A: {attributes or 'unnamed'}. Rank-0 outputs per method (95% CIs in brackets): mean "
+             "log-likelihood (nats), outputs with A, degenerate and empty outputs (%, Wilson; a search that returned "
+             "nothing counts as lacking A), corpus BLEU and chrF (bootstrap), seconds per source, and total search "
+             "time over plain beam's at the same k on the same sources (bootstrap).", "",
+             *_rows(["model", "method", "n", "no output", "certified", "logprob", "A holds %", "degenerate %",
+                     "empty %", "BLEU", "chrF", "sec/source", "time vs beam"],
+                    [[str(r["model"]), str(r["method"]), str(r["n"]), str(r["no_output"]),
+                      "–" if pd.isna(r["certified"]) else str(r["certified"]),
+                      _ci(r["logprob"], r["logprob_lo"], r["logprob_hi"]),
+                      *(_ci(100 * r[c], 100 * r[f"{c}_lo"], 100 * r[f"{c}_hi"]) for c in rates),
+                      _ci(r["bleu"], r["bleu_lo"], r["bleu_hi"]), _ci(r["chrf"], r["chrf_lo"], r["chrf_hi"]),
+                      _number(r["wall_s"], 2), _ci(r["time_vs_beam"], r["time_vs_beam_lo"], r["time_vs_beam_hi"], 2)]
+                     for r in summary.to_dict("records")]),
+             "", "Likelihood cost of conditioning: mean paired difference in log-likelihood (nats), conditional beam "
+             "minus plain beam at the same k, over the sources where both returned an output:", "",
+             *_rows(["model", "k", "Δ logprob", "n"],
+                    [[str(r["model"]), str(r["beam_size"]), _ci(r["delta_logprob"], r["lo"], r["hi"], 2), str(r["n"])]
+                     for r in likelihood_cost(df).to_dict("records")])]
+    for model, k in largest_beam_sizes(df).items():
+        wins = 100 * win_rates(df, model=model, beam_size=k)
+        lines += ["", f"Win rates of `{model}` at k={k} (% of sources where the row's output has A and is likelier "
+                  "than the column's, or the column's lacks A; ties count for neither):", "",
+                  *_rows(["", *wins.columns], [[method, *(_number(v, 0) for v in wins.loc[method])]
+                                               for method in wins.index])]
+    if (run_dir / CALIBRATION).is_file():
+        lines += _calibration_lines(pd.read_parquet(run_dir / CALIBRATION))
+    return "\n".join(lines) + "\n\n"
+
+
 def write_report(run_dir: Path | str, df: pd.DataFrame | None = None) -> Path:
     run_dir = Path(run_dir)
     df = load_run(run_dir) if df is None else df
@@ -114,7 +190,7 @@ searches that finished within their budget.
 
 {_markdown(table)}
 
-{_contamination_section(df)}sacrebleu signatures:
+{_contamination_section(df)}{_conditional_section(df, run_dir)}sacrebleu signatures:
 {sigs}
 
 ## Figures
@@ -127,9 +203,9 @@ searches that finished within their budget.
 
 
 def render_figures(run_dir: Path | str, df: pd.DataFrame | None = None, out: Path | None = None) -> list[Path]:
-    """Every figure the run's rows support, plus the critical-eps figure when the run holds the toy check, into
-    ``out`` (default ``run_dir/figures``)."""
-    from figures import critical_epsilon, style
+    """Every figure the run's rows support, plus the critical-eps figure when the run holds the toy check and the
+    classifier calibration figure when it holds a calibration table, into ``out`` (default ``run_dir/figures``)."""
+    from figures import calibration, critical_epsilon, style
     from figures.render import render
 
     run_dir = Path(run_dir)
@@ -137,6 +213,8 @@ def render_figures(run_dir: Path | str, df: pd.DataFrame | None = None, out: Pat
     paths = render(load_run(run_dir) if df is None else df, out)
     if (run_dir / TOY).is_file():
         paths += style.save(critical_epsilon.plot(pd.read_parquet(run_dir / TOY)), out / "critical_epsilon")
+    if (run_dir / CALIBRATION).is_file():
+        paths += style.save(calibration.plot(pd.read_parquet(run_dir / CALIBRATION)), out / "calibration")
     return paths
 
 

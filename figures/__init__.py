@@ -10,6 +10,11 @@
 
 - ``contamination``, ``contamination_length``: degenerate modes of models trained on contaminated data against eps
   (with the closed-form prediction) and against source length.
+- ``conditional``: conditional beam search against plain beam and its ablations over beam size: outputs lacking the
+  attribute A, log-likelihood with the exact conditional mode as reference, and BLEU (or length), per model.
+- ``conditional_winrate``: pairwise win rates by likelihood among outputs with A, per model at its largest beam.
+- ``calibration``: reliability diagram and accuracy by prefix position of the attribute classifier (a table from
+  ``experiments.conditional``, ``calibration.parquet``).
 
 ``render(df, out_dir)`` writes every result-table figure the table supports as PDF and PNG; ``style`` holds the
 shared method colours, sizes and rc settings. Figures read tables only (``analysis``), never models or search.

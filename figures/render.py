@@ -14,6 +14,8 @@ import pandas as pd
 
 from figures import (
     beam_curse,
+    conditional,
+    conditional_winrate,
     contamination,
     contamination_length,
     empty_vs_length,
@@ -35,6 +37,8 @@ FIGURES: dict[str, ModuleType] = {
     "length_conditional": length_conditional,
     "contamination": contamination,
     "contamination_length": contamination_length,
+    "conditional": conditional,
+    "conditional_winrate": conditional_winrate,
 }
 """name -> module with ``plot(df) -> Figure`` and ``missing(df) -> str | None`` (why it cannot be drawn)."""
 

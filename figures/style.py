@@ -3,7 +3,10 @@ and table checks every figure makes.
 
 Colours follow the Okabe & Ito (2008) colour-blind-safe palette, one per method family; beam search of width k takes
 a shade of a sequential blue palette fixed on a log scale up to ``BEAM_K_MAX``, so beam k has the same colour in
-every figure whatever other widths a run holds.
+every figure whatever other widths a run holds. The palette has eight colours and the toolkit more families, so
+families that never share a run share a colour: the exact conditional mode takes greedy search's, the filtered
+beam the exact non-empty mode's and the minimum-length beam the length-conditional modes'. Within one experiment
+every family has its own colour.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from numpy.typing import ArrayLike
 __all__ = [
     "BEAM_K_MAX", "DOUBLE_COLUMN_IN", "FAMILY_COLORS", "GREEDY_K", "METHOD_ORDER", "PAPER_RC", "SINGLE_COLUMN_IN",
     "beam_axis", "beam_rows", "beam_size", "errorbar", "is_true", "method_color", "method_label", "method_order",
-    "method_sort_key", "missing_columns", "n_uncertified", "new_figure", "numeric", "paper", "rows", "save",
-    "single_setting",
+    "method_sort_key", "missing_columns", "n_uncertified", "new_figure", "numeric", "one_dataset_per_model", "paper",
+    "rows", "save", "single_setting",
 ]
 
 SINGLE_COLUMN_IN = 3.3
@@ -38,15 +41,18 @@ BEAM_K_MAX = 128
 GREEDY_K = 0.88
 """Where greedy search (beam k = 1) is drawn on a beam-size axis: just left of 1, so it does not hide beam k=1."""
 
-METHOD_ORDER = ("greedy", "beam", "conditional_beam", "exact", "exact_nonempty", "length_conditional", "sample")
+METHOD_ORDER = ("greedy", "beam", "beam_nonempty", "beam_min_len", "beam_truncated", "beam_filtered",
+                "conditional_beam", "exact", "exact_nonempty", "exact_conditional", "length_conditional", "sample")
 """Method families in legend order; beams sort by k within their family."""
 
 FAMILY_COLORS = {
     "greedy": "#000000", "conditional_beam": "#009E73", "exact": "#D55E00", "exact_nonempty": "#E69F00",
     "length_conditional": "#CC79A7", "sample": "#999999",
+    "beam_nonempty": "#56B4E9", "beam_min_len": "#CC79A7", "beam_truncated": "#F0E442", "beam_filtered": "#E69F00",
+    "exact_conditional": "#000000",
 }
 _OTHER_COLOR = "#56B4E9"
-_FAMILY_RE = re.compile(r"^(beam|conditional_beam)(\d+)?$")
+_FAMILY_RE = re.compile(r"^(beam|beam_nonempty|beam_min_len|beam_truncated|beam_filtered|conditional_beam)(\d+)?$")
 
 PAPER_RC = {
     "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
@@ -113,10 +119,13 @@ def method_color(method: str) -> str:
 
 
 def method_label(method: str) -> str:
-    """Legend text: "beam5" -> "beam k=5", "exact_nonempty" -> "exact non-empty"."""
+    """Legend text: "beam5" -> "beam k=5", "beam_nonempty5" -> "beam (non-empty) k=5", "exact_nonempty" -> "exact
+    non-empty"."""
     family, k = _family(method)
     names = {"exact_nonempty": "exact non-empty", "length_conditional": "length-conditional",
-             "conditional_beam": "conditional beam"}
+             "conditional_beam": "conditional beam", "beam_nonempty": "beam (non-empty)",
+             "beam_min_len": "beam (min. length)", "beam_truncated": "beam (truncated)",
+             "beam_filtered": "beam (filtered by A)", "exact_conditional": "exact conditional"}
     name = names.get(family, family)
     return f"{name} k={k}" if k is not None else name
 
@@ -169,6 +178,14 @@ def single_setting(df: pd.DataFrame) -> str | None:
             listed = ", ".join(f"{m}/{d}" for m, d in pairs.itertuples(index=False))
             return f"the table holds {len(pairs)} (model, dataset) pairs ({listed}); plot one at a time"
     return None
+
+
+def one_dataset_per_model(df: pd.DataFrame) -> str | None:
+    """Why ``df`` cannot be drawn one model at a time (a model ran on several datasets), or None. For figures with
+    a panel per model, which would otherwise pool two datasets' sources under one model."""
+    per_model = df.groupby("model")["dataset"].nunique()
+    pooled = sorted(per_model[per_model > 1].index)
+    return f"model(s) {pooled} ran on several datasets; plot one dataset at a time" if pooled else None
 
 
 def is_true(values: pd.Series) -> pd.Series:

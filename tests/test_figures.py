@@ -97,7 +97,8 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     return load_run(run_dir)
 
 
-RUN_FIGURES = sorted(n for n in FIGURES if not n.startswith("contamination"))  # tests/test_contamination.py
+# contamination figures: tests/test_contamination.py; conditional ones: tests/test_conditional_analysis.py
+RUN_FIGURES = sorted(n for n in FIGURES if not n.startswith(("contamination", "conditional")))
 
 
 @pytest.mark.parametrize("name", RUN_FIGURES)

@@ -89,7 +89,7 @@ def built(committed_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def test_figures_of_a_committed_run_are_regenerated(built: Path) -> None:
     assert not (built / "results" / "modes" / ROWS_JSONL).exists()  # load_run worked from rows.parquet alone
-    for name in (n for n in FIGURES if not n.startswith("contamination")):  # contamination runs only
+    for name in (n for n in FIGURES if not n.startswith(("contamination", "conditional"))):  # their runs only
         for ext in ("pdf", "png"):
             assert (built / "generated" / "modes" / f"{name}.{ext}").read_bytes()[:4] in (b"%PDF", b"\x89PNG")
 
@@ -154,8 +154,10 @@ def test_paper_sources_are_consistent() -> None:
     bib_keys = set(re.findall(r"@\w+\{([^,]+),", (REPO_PAPER / "refs.bib").read_text()))
     cited = {k.strip() for group in re.findall(r"\\cite\w*(?:\[[^]]*\])?\{([^}]+)\}", body) for k in group.split(",")}
     assert cited and cited <= bib_keys
-    # every run-table figure, and the critical-eps figure drawn from a contamination run's toy check
-    assert {name for _, name in re.findall(r"\\genfigure\{(\w+)\}\{(\w+)\}", body)} == {*FIGURES, "critical_epsilon"}
+    # every run-table figure, the critical-eps figure drawn from a contamination run's toy check, and the calibration
+    # figure drawn from a conditional run's calibration table
+    drawn = {name for _, name in re.findall(r"\\genfigure\{(\w+)\}\{(\w+)\}", body)}
+    assert drawn == {*FIGURES, "critical_epsilon", "calibration"}
     assert set(re.findall(r"\\gentable\{(\w+)\}", body)) == set(paper.EXPERIMENTS)
     assert set(re.findall(r"\\ref\{([^}]+)\}", body)) <= set(re.findall(r"\\label\{([^}]+)\}", body))
     assert body.count("{") - body.count(r"\{") == body.count("}") - body.count(r"\}")
