@@ -73,7 +73,7 @@ class ConditionalConfig:
     candidates: int | None = 50
     max_seconds: float = 5.0
     train_sources: int = 400
-    chat_train_sources: int = 150
+    chat_train_sources: int = 60
     train_samples: int = 16
     epochs: int = 20
     seed: int = 0
