@@ -252,15 +252,16 @@ def _contamination_numbers(df: pd.DataFrame) -> Iterator[Number]:
 
 def _conditional_numbers(df: pd.DataFrame) -> Iterator[Number]:
     """For a conditional run, per model (``<model>.``): each method's search time over plain beam search's at the
-    same k (``<method>.timevsbeam``, CI), the likelihood cost of conditioning per k (``k<k>.likelihoodcost``, CI),
-    conditional beam search's win and loss rates against every method at the largest k (``k<k>.wins.<method>``,
-    ``k<k>.losses.<method>``, %), and how often the unconditional exact output copies the source (``exact.copy``)
-    or is shorter than A allows (``exact.lacksa``, %, Wilson)."""
+    same k (``<method>.timevsbeam``, CI) and its sources without an output (``<method>.nooutput``), the likelihood
+    cost of conditioning per k (``k<k>.likelihoodcost``, CI), conditional beam search's win and loss rates against
+    every method at the largest k (``k<k>.wins.<method>``, ``k<k>.losses.<method>``, %), and how often the
+    unconditional exact output copies the source (``exact.copy``) or lacks A (``exact.lacksa``, %, Wilson)."""
     if "attribute_holds" not in df.columns:
         return
     for r in method_summary(df, n_boot=N_BOOT).to_dict("records"):
         yield from _interval(f"{_slug(r['model'])}.{r['method']}.timevsbeam", r["time_vs_beam"],
                              r["time_vs_beam_lo"], r["time_vs_beam_hi"], digits=2)
+        yield _number(f"{_slug(r['model'])}.{r['method']}.nooutput", r["no_output"], 0)
     for r in likelihood_cost(df, n_boot=N_BOOT).to_dict("records"):
         yield from _interval(f"{_slug(r['model'])}.k{r['beam_size']}.likelihoodcost", r["delta_logprob"], r["lo"],
                              r["hi"], digits=2)
@@ -278,13 +279,16 @@ def _conditional_numbers(df: pd.DataFrame) -> Iterator[Number]:
 
 
 def calibration_numbers(calibration: pd.DataFrame) -> Iterator[Number]:
-    """Each model's classifier on held-out sources: ``<model>.classifier.ece``, ``.accuracy`` (%) and ``.prefixes``
-    (held-out prefixes scored)."""
+    """Each model's classifier on held-out sources: ``<model>.classifier.ece``, ``.accuracy`` (%), ``.majority``
+    (%, the accuracy of always predicting the majority label) and ``.prefixes`` (held-out prefixes scored)."""
     for model, group in calibration.groupby("model"):
         first = group.iloc[0]
+        positions = group[group["table"] == "by_position"]
+        positive = float((positions["n"] * positions["positive_rate"]).sum() / positions["n"].sum())
         yield _number(f"{_slug(model)}.classifier.ece", first["ece"], 3)
         yield _number(f"{_slug(model)}.classifier.accuracy", 100 * first["held_out_accuracy"])
-        yield _number(f"{_slug(model)}.classifier.prefixes", int(group[group["table"] == "reliability"]["n"].sum()), 0)
+        yield _number(f"{_slug(model)}.classifier.majority", 100 * max(positive, 1 - positive))
+        yield _number(f"{_slug(model)}.classifier.prefixes", int(positions["n"].sum()), 0)
 
 
 def conditional_latex(df: pd.DataFrame) -> str:

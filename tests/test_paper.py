@@ -186,6 +186,27 @@ def test_no_results_at_all_still_generates_every_input_and_clears_stale_files(tm
     assert set(_macros(paper_dir / "generated" / paper.NUMBERS)) == set(paper.definitions()["key"])
 
 
+def test_the_committed_conditional_run_generates_its_table_numbers_and_figures(tmp_path: Path) -> None:
+    """From paper/results/conditional as committed: a per-model table at the largest beam size, the calibration
+    figure and every \\measured key of the conditional section."""
+    paper_dir = _paper_copy(tmp_path)
+    shutil.copytree(REPO_PAPER / "results" / "conditional", paper_dir / "results" / "conditional")
+    paper.generate(paper_dir / "results", paper_dir)
+    generated = paper_dir / "generated"
+    table = (generated / "conditional_summary.tex").read_text()
+    assert table.startswith("\\begin{tabular}") and "\\toprule" in table and "conditional beam k=200" in table
+    assert "conditional beam k=20" in table and "beam k=50" not in table
+    assert {p.stem for p in (generated / "conditional").glob("*.pdf")} == {"conditional", "conditional_winrate",
+                                                                         "calibration"}
+    macros = _macros(generated / paper.NUMBERS)
+    tex = _uncommented(paper_dir / "paper.tex")
+    quoted = set(re.findall(r"\\measured\{(conditional\.[^}#]+)\}", tex))
+    quoted |= {f"{k}{s}" for k in re.findall(r"\\measuredci\{(conditional\.[^}#]+)\}", tex) for s in ("", ".lo", ".hi")}
+    assert len(quoted) > 30 and sorted(quoted - set(macros)) == []
+    assert 0 < _number(macros["conditional.bibledeenmarian.classifier.ece"]) < 0.1
+    assert _number(macros["conditional.bibledeenmarian.conditional_beam200.degenerate"]) == 0
+
+
 def test_lq_paper_without_latexmk_prints_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     _paper_copy(tmp_path)
