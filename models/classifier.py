@@ -105,6 +105,11 @@ class HiddenStateClassifier:
     def log_q(self, lm: LanguageModel, state: Any, source: tuple[int, ...],
               prefixes: Sequence[tuple[int, ...]]) -> Tensor:
         hidden = _hidden(lm, state)
+        shape = (self.head.config["vocab_size"], self.head.config["d_model"])
+        if shape != (lm.vocab_size, hidden.shape[1]):
+            raise SearchInputError(f"the classifier was trained on a model with {shape[0]} tokens and hidden size "
+                                   f"{shape[1]} ({self.model.get('model', 'unknown')}); this model has "
+                                   f"{lm.vocab_size} and {hidden.shape[1]}: train one for it (`lq train classifier`)")
         device = self.head.out.weight.device
         remaining = remaining_lengths(self.attribute, source_content(source, lm.eos_id), [len(p) for p in prefixes])
         with torch.inference_mode():

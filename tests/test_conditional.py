@@ -257,6 +257,8 @@ def test_batched_classifier_scoring_equals_unbatched(kind):
     batched = clf.log_q(lm, state, source, prefixes)
     assert batched.shape == (len(prefixes), lm.vocab_size)
     assert batched.std() > 0.1  # not the prior everywhere: the comparison is not vacuous
+    with pytest.raises(SearchInputError, match="trained on a model with 7 tokens"):
+        _random_classifier(7, lm.hidden(state).shape[1], LengthRatio(0.5, 1.0)).log_q(lm, state, source, prefixes)
     for row, prefix in enumerate(prefixes):
         single = clf.log_q(lm, lm.select(state, torch.tensor([row])), source, [prefix])
         assert torch.allclose(batched[row], single[0], atol=1e-5)
