@@ -27,7 +27,6 @@ constraint, and the lengths A allows: the exact conditional mode). One row per (
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import sys
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from decoding import (
     exact_search,
 )
 from decoding.attributes import source_content
+from experiments.config import settings_hash
 from experiments.modes import Example, Sources, examples, result_rows
 from experiments.rundir import RunDir
 
@@ -165,7 +165,7 @@ def train_or_load_classifier(cfg: ConditionalConfig, task: Task) -> tuple[Any, P
     from models.classifier import classifier_folder, collect, load_classifier, save_classifier, train_classifier
 
     settings = classifier_settings(cfg, task)
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    digest = settings_hash(settings)
     folder = classifier_folder(task.model, task.attribute) / digest
     if not (folder / "config.json").is_file():
         print(f"{task.model}: training the classifier of {task.attribute.name} on {cfg.train_samples} samples of "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,3 +36,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     except (ValueError, SyntaxError):
         value = raw
     return key.strip(), value
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """8 hex digits of SHA-256 over ``settings`` as canonical JSON: names a cached artefact (a fine-tuned model, a
+    classifier) after everything it was made with, so that changed settings make a new one."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]

@@ -18,7 +18,6 @@ check of the same theory (``experiments.contamination_toy``), drawn as the criti
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from decoding import MinLength, NotCopyOfSource, beam_search, exact_search
+from experiments.config import settings_hash
 from experiments.modes import Example, Sources, examples, load_translation_lm, result_rows
 from experiments.rundir import RunDir
 
@@ -103,7 +103,7 @@ def finetune(cfg: ContaminationConfig, kind: str, eps: float, *, limit: int | No
     if limit:
         train_df, dev_df = train_df.head(50 * limit), dev_df.head(limit)
     # the folder names the setting and a hash of the whole training config, so a changed lr or seed retrains
-    digest = hashlib.sha256(json.dumps(dataclasses.asdict(mt), sort_keys=True).encode()).hexdigest()[:8]
+    digest = settings_hash(dataclasses.asdict(mt))
     tag = f"{cfg.base_model.replace('/', '_')}-{kind}-{eps:g}-{cfg.steps}steps-{digest}" + (
         f"-limit{limit}" if limit else "")
     out = cache_dir() / "models" / "contamination" / tag
