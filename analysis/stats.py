@@ -100,10 +100,11 @@ def _scorer(metric: str) -> Callable[[np.ndarray], float]:
     return functools.partial(score_from_totals, metric) if metric in METRICS else _mean_of_totals
 
 
-def _additive(group: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def _additive(group: pd.DataFrame, metric: str, denominator: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Which rows have a value (mask) and their additive statistics, (n_kept, d).
 
-    Corpus metrics add sacreBLEU's statistics; any other column adds (value, 1), so the score is the row mean.
+    Corpus metrics add sacreBLEU's statistics; any other column adds (value, 1), so the score is the row mean, or
+    (value, ``denominator`` value), so the score is the ratio of the two sums.
     """
     if metric in METRICS:
         column = group[f"{metric}_stats"]
@@ -112,20 +113,25 @@ def _additive(group: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]
             return keep, np.zeros((0, 1))
         return keep, np.array([np.asarray(s, dtype=np.float64) for s in column[keep]]).reshape(int(keep.sum()), -1)
     x = _numeric(group[metric])
-    keep = ~np.isnan(x)
-    return keep, np.column_stack([x[keep], np.ones(int(keep.sum()))])
+    d = np.ones(len(x)) if denominator is None else _numeric(group[denominator])
+    keep = ~np.isnan(x) & ~np.isnan(d)
+    return keep, np.column_stack([x[keep], d[keep]])
 
 
 def corpus_ci(df: pd.DataFrame, metric: str, *, by: By = ("method",), rank: int | None = 0, n_boot: int = 1000,
-              alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+              alpha: float = 0.05, seed: int = 0, denominator: str | None = None) -> pd.DataFrame:
     """Corpus ``bleu``/``chrf``/``ter`` from the ``*_stats`` columns, or any column's mean (booleans as 0/1, NaN
-    ignored), per group, with a percentile interval from resampling examples (all of an example's rows at once)."""
+    ignored), or with ``denominator`` the ratio of the column's sum to that column's sum (e.g. total search time
+    over a baseline's), per group, with a percentile interval from resampling examples (all of an example's rows at
+    once)."""
     _check(n_boot=n_boot, alpha=alpha)
+    if denominator is not None and metric in METRICS:
+        raise ValueError(f"{metric} is scored from its sufficient statistics; a denominator applies to other columns")
     keys = _keys(by)
     score = _scorer(metric)
     rows = []
     for labels, group in _groups(_at_rank(df, rank), keys):
-        keep, values = _additive(group, metric)
+        keep, values = _additive(group, metric, denominator)
         codes, uniques = pd.factorize(group["example_id"].to_numpy()[keep], sort=True)
         n = len(uniques)
         if n == 0:

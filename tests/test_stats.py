@@ -111,6 +111,16 @@ def test_corpus_ci_of_a_column_is_its_mean_and_matches_bootstrap_ci():
     pd.testing.assert_frame_equal(corpus_ci(df, "y", n_boot=300), expected, rtol=1e-12)
 
 
+def test_corpus_ci_with_a_denominator_is_the_ratio_of_sums_and_matches_bootstrap_ci():
+    df = _normal_sample({"a": 40, "b": 60}).assign(rank=0)
+    df = df.assign(y=df["y"].abs(), base=df["y"].abs() + 1.0)
+    out = corpus_ci(df, "y", denominator="base", n_boot=300)
+    expected = bootstrap_ci(df, lambda g: g["y"].sum() / g["base"].sum(), n_boot=300)
+    pd.testing.assert_frame_equal(out, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="denominator"):
+        corpus_ci(df, "bleu", denominator="base")
+
+
 def test_corpus_ci_counts_booleans_and_ignores_nan():
     df = pd.DataFrame({"method": "m", "example_id": list("abcde"), "rank": 0,
                        "flag": pd.Series([True, False, True, None, True], dtype=object)})
