@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import stats
-from analysis.conditional import largest_beam_sizes, likelihood_cost, method_summary, win_rates
+from analysis.conditional import largest_beam_sizes, likelihood_cost, method_summary, satisfies, win_rates
 from analysis.contamination import mode_rates, quality_by_setting
 from analysis.frames import CONFIG, ROWS_JSONL, ROWS_PARQUET, load_run
 from analysis.likelihood import MODE_METHOD
@@ -271,8 +271,7 @@ def _conditional_numbers(df: pd.DataFrame) -> Iterator[Number]:
         for other in wins.columns.drop(method):
             yield _number(f"{_slug(model)}.k{k}.wins.{other}", wins.loc[method, other], 0)
             yield _number(f"{_slug(model)}.k{k}.losses.{other}", wins.loc[other, method], 0)
-    exact = df[(df["method"] == "exact") & (df["rank"] == 0)].assign(
-        lacks=lambda d: ~d["attribute_holds"].astype("boolean").fillna(False).astype(bool))
+    exact = df[(df["method"] == "exact") & (df["rank"] == 0)].assign(lacks=lambda d: ~satisfies(d))
     for column, key in (("copy_near", "copy"), ("lacks", "lacksa")):
         for r in stats.rate_ci(exact, column, by="model").to_dict("records"):
             yield from _interval(f"{_slug(r['model'])}.exact.{key}", 100 * r["rate"], 100 * r["lo"], 100 * r["hi"])

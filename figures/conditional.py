@@ -59,7 +59,7 @@ def _family_color(family: str) -> str:
 def _panels(rows: pd.DataFrame, by: tuple[str, ...], with_bleu: bool) -> dict[str, pd.DataFrame]:
     """Per panel, [*by, value, lo, hi] in the plotted units (%, nats, BLEU points or tokens)."""
     lacks = stats.rate_ci(rows.assign(lacks=~satisfies(rows)), "lacks", by=by)
-    third = (stats.corpus_ci(rows[rows["bleu_stats"].notna()], "bleu", by=by) if with_bleu
+    third = (stats.corpus_ci(rows, "bleu", by=by) if with_bleu
              else stats.corpus_ci(rows, "n_tokens", by=by))
     return {"lacks": lacks.assign(value=100 * lacks["rate"], lo=100 * lacks["lo"], hi=100 * lacks["hi"]),
             "logprob": stats.corpus_ci(rows, "logprob", by=by), "third": third}
