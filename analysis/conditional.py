@@ -2,8 +2,8 @@
 
 Conditional beam search (``decoding.conditional_beam``; FUDGE, Yang & Klein 2021; "MAP's not dead yet", Yoshida et
 al. 2024) searches p(y | x, A) for an attribute A of complete outputs with a learned classifier q(A | x, prefix).
-The experiment writes one rank-0 row per (model, source, method) with ``family`` (one of ``BEAM_FAMILIES`` or
-``EXACT_FAMILIES``), ``beam_size`` (k; missing for the exact searches), ``attribute_holds`` and ``wall_s``. Here:
+The experiment writes one rank-0 row per (model, source, method) with ``family`` (a beam family, run at each beam
+size ``beam_size``, or an exact search without one), ``attribute_holds`` and ``wall_s``. Here:
 
 - ``method_summary``: per (model, method) the mean log-likelihood, the share of outputs with A, degenerate and empty
   outputs, corpus BLEU/chrF, and the search time relative to plain beam search of the same width;
@@ -21,15 +21,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import stats
+from analysis import methods, stats
 
-__all__ = ["BASELINE", "BEAM_FAMILIES", "EXACT_FAMILIES", "WIN_TOL", "largest_beam_sizes", "likelihood_cost",
+__all__ = ["BASELINE", "BEAM_FAMILIES", "WIN_TOL", "largest_beam_sizes", "likelihood_cost",
            "method_summary", "position_accuracy", "satisfies", "win_rates"]
 
-BEAM_FAMILIES = ("beam", "beam_nonempty", "beam_min_len", "beam_truncated", "beam_filtered", "conditional_beam")
+BEAM_FAMILIES = methods.families(sized=True)
 """Searches run at each beam size k, in table order."""
-EXACT_FAMILIES = ("exact", "exact_conditional")
-"""Searches without a beam size: the unconditional exact mode and the exact mode among outputs with A."""
 BASELINE = "beam"
 """The family that search times are measured against and conditional beam search is compared with."""
 WIN_TOL = 1e-9
@@ -58,14 +56,9 @@ def _prepared(df: pd.DataFrame, columns: tuple[str, ...] = _COLUMNS) -> pd.DataF
                       wall_s=pd.to_numeric(top["wall_s"], errors="coerce").astype("float64"))
 
 
-def _family_rank(family: str) -> int:
-    families = (*BEAM_FAMILIES, *EXACT_FAMILIES)
-    return families.index(family) if family in families else len(families)
-
-
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` sorted by model, family (table order), beam size and method."""
-    order = frame.assign(_family=frame["family"].map(_family_rank),
+    order = frame.assign(_family=methods.sort_key(frame["family"]),
                          _k=pd.to_numeric(frame["beam_size"], errors="coerce").fillna(0))
     return order.sort_values(["model", "_family", "_k", "method"]).drop(columns=["_family", "_k"])
 
@@ -83,7 +76,7 @@ def _time_vs_beam(top: pd.DataFrame, *, n_boot: int, alpha: float, seed: int) ->
 
 
 def method_summary(df: pd.DataFrame, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
-    """One row per (model, method) over rank-0 outputs, models by name and methods in ``BEAM_FAMILIES`` order.
+    """One row per (model, method) over rank-0 outputs, models by name and methods in family order.
 
     Columns: ``model, method, family, beam_size, n`` (sources), ``no_output`` (searches that returned nothing),
     ``certified`` (exact searches within budget; missing for beams); with ``_lo``/``_hi`` bounds of a 95% (1 -
@@ -101,10 +94,10 @@ def method_summary(df: pd.DataFrame, *, n_boot: int = 1000, alpha: float = 0.05,
                      no_output=("logprob", lambda s: int(s.isna().sum())),
                      certified=("certified", lambda s: int(s.astype("boolean").fillna(False).sum())),
                      wall_s=("wall_s", "mean")).reset_index()
-    out["certified"] = out["certified"].astype("Int64").where(out["family"].isin(EXACT_FAMILIES))
+    out["certified"] = out["certified"].astype("Int64").where(out["family"].isin(methods.families(certifies=True)))
     parts = {name: stats.corpus_ci(top, column, by=keys, rank=None, n_boot=n_boot, alpha=alpha, seed=seed)
              for name, column in _CI_METRICS.items()}
-    parts |= {name: stats.rate_ci(top, column, by=keys, alpha=alpha).rename(columns={"rate": "value"})
+    parts |= {name: stats.rate_ci(top, column, by=keys, alpha=alpha)
               for name, column in _RATES.items()}
     for name, table in parts.items():
         out = out.merge(table[[*keys, "value", "lo", "hi"]].rename(
@@ -132,7 +125,7 @@ def win_rates(df: pd.DataFrame, *, model: str, beam_size: int) -> pd.DataFrame:
     ours = top[top["model"] == model]
     if ours.empty:
         raise ValueError(f"no rows of model {model!r}; the table holds {sorted(top['model'].unique())}")
-    at_k = ours[(ours["k"] == beam_size).fillna(False).astype(bool) | ours["family"].isin(EXACT_FAMILIES)]
+    at_k = ours[(ours["k"] == beam_size).fillna(False).astype(bool) | ~ours["family"].isin(BEAM_FAMILIES)]
     if not (at_k["k"] == beam_size).fillna(False).any():
         raise ValueError(f"model {model!r} has no rows at beam size {beam_size}; its beam sizes are "
                          f"{sorted(int(k) for k in ours['k'].dropna().unique())}")

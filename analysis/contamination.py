@@ -66,7 +66,7 @@ def mode_rates(df: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
                 nominal = e + (1 - e) * np.exp(both[f"{d}_logprob"].to_numpy())
                 pred = float(np.mean(nominal > (1 - e) * m0))
                 pred_own = float(np.mean(np.exp(both[f"{d}_logprob_own"].to_numpy()) > (1 - e) * m0))
-            rows.append({"noise": noise, "epsilon": eps, "degenerate_output": d, "rate": rate["rate"],
+            rows.append({"noise": noise, "epsilon": eps, "degenerate_output": d, "rate": rate["value"],
                          "lo": rate["lo"], "hi": rate["hi"], "k": rate["k"], "n": rate["n"], "predicted": pred,
                          "predicted_learned": pred_own, "mean_p": float(np.exp(own[f"{d}_logprob"]).mean()),
                          "uncertified": n_exact - len(group)})

@@ -10,28 +10,119 @@ table stays tidy and parquet-typed; token ids and the metrics' per-segment stati
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["CONFIG", "REQUIRED_COLUMNS", "ROWS_JSONL", "ROWS_PARQUET", "consolidate", "load_run", "load_runs",
-           "read_rows", "with_metrics"]
+from analysis import methods
+from analysis.methods import SETTINGS as METHOD_SETTINGS
+
+__all__ = ["COLUMNS", "CONFIG", "OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "ROWS_JSONL", "ROWS_PARQUET", "Found",
+           "consolidate", "is_true", "load_run", "load_runs", "numeric", "read_rows", "result_rows", "rows", "upgrade",
+           "with_metrics"]
 
 ROWS_JSONL = "rows.jsonl"
 ROWS_PARQUET = "rows.parquet"
 CONFIG = "config.json"
 
-# column -> pandas dtype; nullable dtypes where a method may have no value (e.g. ``certified`` outside exact search)
-REQUIRED_COLUMNS: dict[str, str] = {
-    "run_id": "string", "signature": "string", "model": "string", "dataset": "string", "example_id": "string",
-    "source": "string", "reference": "string", "method": "string", "params": "string", "rank": "Int64",
-    "text": "string", "token_ids": "object", "n_tokens": "Int64", "finished": "boolean", "logprob": "Float64",
-    "score": "Float64", "certified": "boolean", "nodes": "Int64", "forward_calls": "Int64", "wall_s": "Float64",
+REQUIRED_COLUMNS: dict[str, tuple[str, str]] = {
+    "run_id": ("string", "the run that wrote the row"),
+    "signature": ("string", "JSON: what identifies the distribution searched (the model's signature) and the method"),
+    "model": ("string", "the model's name"),
+    "dataset": ("string", "corpus/split of the example"),
+    "example_id": ("string", "the example's stable id in its corpus"),
+    "source": ("string", "the source text (a prompt's user message for chat models)"),
+    "reference": ("string", "the reference output; missing where the corpus has none"),
+    "method": ("string", "display key of the method, analysis.methods.label(family, settings): never parsed"),
+    "family": ("string", "the method's family, a key of analysis.methods.FAMILIES"),
+    "params": ("string", "JSON: the method's settings with the search's max_len and per-row settings"),
+    "rank": ("Int64", "position in the method's list of outputs (0: its answer)"),
+    "text": ("string", "the output, detokenised and stripped; missing when the search found none"),
+    "token_ids": ("object", "the output's token ids, EOS excluded"),
+    "n_tokens": ("Int64", "output length in tokens, EOS excluded"),
+    "finished": ("boolean", "the output ends in EOS"),
+    "logprob": ("Float64", "natural-log model probability of the output, EOS included, never length-normalised"),
+    "score": ("Float64", "what the search ranked by (logprob plus any scorer or classifier terms)"),
+    "certified": ("boolean", "exact searches: no budget was hit, so the output is the proven optimum; else missing"),
+    "nodes": ("Int64", "search nodes expanded"),
+    "forward_calls": ("Int64", "model forward calls"),
+    "wall_s": ("Float64", "wall time of the whole search (seconds), the same on every row of one search"),
 }
+"""Column -> (pandas dtype, meaning) of the columns every row has (DESIGN.md §5)."""
+
+OPTIONAL_COLUMNS: dict[str, tuple[str, str]] = {
+    "upper_bound": ("Float64", "exact searches: an upper bound on the log-probability of any output not yet ruled out"),
+    "max_len": ("Int64", "the search's output length limit (tokens)"),
+    "source_tokens": ("Int64", "source length in tokens (without the prompt around it)"),
+    "reference_tokens": ("Int64", "reference length in tokens"),
+    "target_length": ("Int64", "length-conditional search: the output length this row's mode has"),
+    **METHOD_SETTINGS,
+    "attribute": ("string", "conditional experiment: the attribute A of its run, e.g. NotDegenerate() & ..."),
+    "attribute_holds": ("boolean", "conditional experiment: the output has the attribute A (missing: no output)"),
+    "classifier_calls": ("Int64", "conditional beam search: batched classifier calls"),
+    "classifier_rows": ("Int64", "conditional beam search: prefixes the classifier scored"),
+    "seed_logprob": ("Float64", "exact search: the log-probability of the beam search output that seeded its bound"),
+    "epsilon": ("Float64", "contamination experiment: share of contaminated training targets"),
+    "noise": ("string", "contamination experiment: what the contaminated targets are (empty, copy; none: control)"),
+    "steps": ("Int64", "contamination experiment: fine-tuning steps"),
+    "empty_logprob": ("Float64", "contamination experiment: log-probability of the empty output"),
+    "copy_logprob": ("Float64", "contamination experiment: log-probability of a copy of the source"),
+    "reference_logprob": ("Float64", "contamination experiment: log-probability of the reference"),
+}
+"""Column -> (pandas dtype, meaning) of the columns some experiments' rows have; the metric columns are declared by
+``analysis.degeneracy``, ``analysis.quality`` and ``analysis.likelihood``."""
+
+COLUMNS = REQUIRED_COLUMNS | OPTIONAL_COLUMNS
 _JSON_COLUMNS = ("signature", "params")
 _BOOKKEEPING = ("unit", "unit_rows")
+
+
+class Found(NamedTuple):
+    """One output of a search with the result it came from and per-row columns (e.g. ``target_length``)."""
+
+    hypothesis: Any
+    result: Any
+    extra: dict[str, Any]
+
+
+def result_rows(found: Sequence[Found], *, family: str, settings: Mapping[str, Any], example: Mapping[str, Any],
+                model: str, dataset: str, signature: Mapping[str, Any], decode: Callable[[Sequence[int]], str],
+                columns: Callable[[Found], Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The result-table rows of one search of one example, rank by rank: the only place rows are made.
+
+    ``found``: the search's outputs (a ``None`` hypothesis: it found none); ``settings``: the method's typed
+    settings (keys of ``analysis.methods.SETTINGS``); ``example``: ``example_id``, ``source``, ``reference``,
+    ``max_len`` and optionally ``source_tokens`` / ``reference_tokens``; ``signature``: the model's; ``decode``: token
+    ids to text; ``columns``: further columns of a row (declared in ``OPTIONAL_COLUMNS``). Every entry of the
+    result's ``stats.extra`` becomes a column too."""
+    undeclared = sorted(set(settings) - set(METHOD_SETTINGS))
+    if undeclared:
+        raise ValueError(f"undeclared method settings {undeclared}; declare them in analysis.methods.SETTINGS")
+    certifies = methods.family(family).certifies
+    name = methods.label(family, settings)
+    rows = []
+    for rank, f in enumerate(found):
+        h, res, extra = f
+        more = {**res.stats.extra, **(columns(f) if columns else {})}
+        undeclared = sorted(set(more) - set(OPTIONAL_COLUMNS))
+        if undeclared:
+            raise ValueError(f"undeclared result columns {undeclared}; declare them in analysis.frames")
+        rows.append({
+            "signature": dict(signature) | {"method": name, "params": dict(settings)}, "model": model,
+            "dataset": dataset, "example_id": str(example["example_id"]), "source": example["source"],
+            "reference": example["reference"], "method": name, "family": family,
+            "params": dict(settings) | {"max_len": example["max_len"]} | extra, "rank": rank,
+            "text": decode(h.token_ids).strip() if h else None, "token_ids": list(h.token_ids) if h else [],
+            "n_tokens": h.length if h else None, "finished": h.finished if h else None,
+            "logprob": h.logprob if h else None, "score": h.score if h else None,
+            "certified": res.certified if certifies else None, "upper_bound": res.stats.upper_bound,
+            "nodes": res.stats.nodes, "forward_calls": res.stats.forward_calls, "wall_s": res.stats.wall_s,
+            "max_len": example["max_len"], "source_tokens": example.get("source_tokens"),
+            "reference_tokens": example.get("reference_tokens"), **settings, **extra, **more})
+    return rows
 
 
 def _canonical_json(value: Any) -> Any:
@@ -40,7 +131,36 @@ def _canonical_json(value: Any) -> Any:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+_OLD_PARAMS = {"max_seconds": "budget_s", "max_nodes": "max_nodes", "constraints": "constraints",
+               "length_offsets": "length_offsets", "n": "n_samples", "temperature": "temperature", "seed": "seed",
+               "candidates": "candidates", "max_len": "max_len"}
+
+
+def upgrade(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows written before methods were data (no ``family`` column; settings only inside ``params``) in today's
+    schema: ``family`` from ``params`` (the conditional experiment recorded it) or, for the others, ``beam`` where a
+    beam size was recorded and the method otherwise; the settings and ``max_len`` as their columns. Tables that
+    have ``family`` are returned as they are."""
+    if "family" in df.columns:
+        return df
+    params = [json.loads(p) if isinstance(p, str) else dict(p or {}) for p in df["params"]]
+    beam = pd.to_numeric(df["beam_size"], errors="coerce").notna() if "beam_size" in df.columns else None
+    family = [p.get("family") or ("beam" if beam is not None and beam.iloc[i] else m)
+              for i, (p, m) in enumerate(zip(params, df["method"], strict=True))]
+    out = df.assign(family=family)
+    for old, new in _OLD_PARAMS.items():
+        values = [p.get(old) for p in params]
+        if any(v is not None for v in values):
+            if old == "constraints":
+                values = [None if v is None else ", ".join(v) for v in values]
+            elif old == "length_offsets":
+                values = [None if v is None else json.dumps(v) for v in values]
+            out[new] = values
+    return out.astype({c: t for c, (t, _) in COLUMNS.items() if c in out.columns and t != "object"})
+
+
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    df = upgrade(df)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"result rows lack the required columns {missing} (DESIGN.md §5)")
@@ -49,7 +169,7 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
         df[col] = df[col].map(_canonical_json)
     df["example_id"] = df["example_id"].map(lambda v: None if v is None else str(v))
     df["token_ids"] = df["token_ids"].map(lambda v: [int(t) for t in v] if v is not None else [])
-    return df.astype({c: t for c, t in REQUIRED_COLUMNS.items() if t != "object"})
+    return df.astype({c: t for c, (t, _) in COLUMNS.items() if c in df.columns and t != "object"})
 
 
 def read_rows(run_dir: Path | str) -> pd.DataFrame:
@@ -97,7 +217,31 @@ def load_run(run_dir: Path | str) -> pd.DataFrame:
     parquet, jsonl = run_dir / ROWS_PARQUET, run_dir / ROWS_JSONL
     if not parquet.is_file() or (jsonl.is_file() and jsonl.stat().st_mtime > parquet.stat().st_mtime):
         consolidate(run_dir)
-    return pd.read_parquet(parquet)
+    return upgrade(pd.read_parquet(parquet))
+
+
+def is_true(values: pd.Series) -> pd.Series:
+    """``values == True`` with missing values (``pd.NA``, None) as False, for nullable ``boolean`` columns."""
+    return values.astype("boolean").fillna(False).astype(bool)
+
+
+def numeric(values: pd.Series) -> np.ndarray:
+    """``values`` as float64 with NaN for missing entries (``pd.NA``, None)."""
+    return pd.to_numeric(values, errors="coerce").astype("float64").to_numpy(na_value=np.nan)
+
+
+def rows(df: pd.DataFrame, *, method: str | None = None, family: str | None = None,
+         rank: int | None = 0) -> pd.DataFrame:
+    """The rows of ``method`` or ``family`` (all when None) with ``rank`` (all ranks when None); nullable columns
+    (``rank`` is ``Int64`` in a consolidated table) compare as False where missing."""
+    keep = pd.Series(True, index=df.index)
+    if method is not None:
+        keep &= is_true(df["method"] == method)
+    if family is not None:
+        keep &= is_true(df["family"] == family)
+    if rank is not None:
+        keep &= is_true(df["rank"] == rank)
+    return df[keep]
 
 
 def _config_columns(run_dir: Path) -> dict[str, Any]:

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["COLUMNS", "MODE_METHOD", "SEARCH_ERROR_TOL", "UNRANKED_METHODS", "add_likelihood"]
+from analysis import methods
+
+__all__ = ["COLUMNS", "MODE_FAMILY", "SEARCH_ERROR_TOL", "add_likelihood"]
 
 COLUMNS: dict[str, str] = {
     "logprob_per_token": "float64", "logprob_rank": "Int64", "mode_logprob": "float64", "search_error": "float64",
 }
 """The columns ``add_likelihood`` adds, with their pandas dtypes."""
 
-MODE_METHOD = "exact"
+MODE_FAMILY = "exact"
+"""The family whose certified rank-0 output is the mode."""
 SEARCH_ERROR_TOL = 1e-4
 """Nats: cached and recomputed log-probabilities of one output differ by float noise, never a search error."""
-UNRANKED_METHODS = frozenset({"sample", "length_conditional"})
-"""Methods whose rank 0 is not the method's best output (a sample index; the mode at one length): no search error."""
 
 _KEYS = ["run_id", "model", "dataset", "example_id"]
 
@@ -43,9 +44,10 @@ def add_likelihood(df: pd.DataFrame) -> pd.DataFrame:
     - ``logprob_rank``: 1 for the most probable of the distinct outputs (distinct ``token_ids``) of the example,
       over all methods in the table; rows with the same output share its rank, equally probable outputs share
       the lower rank (1, 1, 3). An output found by several methods is ranked by its highest ``logprob``.
-    - ``mode_logprob``: the highest ``logprob`` of a certified ``exact`` rank-0 row of the example, NaN if none.
-    - ``search_error``: for a rank-0 row of a search (not in ``UNRANKED_METHODS``), 1.0 if its ``logprob`` is
-      below ``mode_logprob`` by more than ``SEARCH_ERROR_TOL`` else 0.0; NaN where either is missing.
+    - ``mode_logprob``: the highest ``logprob`` of a certified rank-0 row of family ``exact``, NaN if none.
+    - ``search_error``: for a rank-0 row of a family whose rank 0 is its best output (``ranked`` in
+      ``analysis.methods``: not samples, not the mode of one length), 1.0 if its ``logprob`` is below
+      ``mode_logprob`` by more than ``SEARCH_ERROR_TOL`` else 0.0; NaN where either is missing.
 
     Rows without output (``logprob`` missing) get missing values throughout."""
     logprob = df["logprob"].astype("float64")
@@ -61,9 +63,9 @@ def add_likelihood(df: pd.DataFrame) -> pd.DataFrame:
     rank = frame.merge(outputs.drop(columns="logprob"), on=["example", "output"], how="left")["logprob_rank"]
     rank = rank.where(frame["logprob"].notna())
 
-    is_mode = (_flag(df["method"].eq(MODE_METHOD)) & _flag(df["rank"].eq(0)) & _flag(df["certified"])).to_numpy()
+    is_mode = (_flag(df["family"].eq(MODE_FAMILY)) & _flag(df["rank"].eq(0)) & _flag(df["certified"])).to_numpy()
     mode = frame["logprob"].where(is_mode).groupby(frame["example"]).transform("max")
-    searched = (_flag(df["rank"].eq(0)) & ~_flag(df["method"].isin(UNRANKED_METHODS))).to_numpy()
+    searched = (_flag(df["rank"].eq(0)) & _flag(df["family"].isin(methods.families(ranked=True)))).to_numpy()
     defined = searched & mode.notna().to_numpy() & frame["logprob"].notna().to_numpy()
     error = (frame["logprob"] < mode - SEARCH_ERROR_TOL).astype("float64").where(defined)
 

@@ -261,7 +261,8 @@ def binned_curve(df: pd.DataFrame, *, x: str = "logprob", y: str = "chrf", bins:
 
 
 def rate_ci(df: pd.DataFrame, column: str, *, by: By = ("method",), alpha: float = 0.05) -> pd.DataFrame:
-    """Rate of a boolean (or 0/1) column per group with a Wilson score interval; NaN rows are dropped."""
+    """Rate of a boolean (or 0/1) column per group with a Wilson score interval; NaN rows are dropped. Columns
+    ``[*by, value, lo, hi, k, n]``, like the other intervals (``value``: the rate k / n)."""
     _check(alpha=alpha)
     keys = _keys(by)
     z = sps.norm.ppf(1 - alpha / 2)
@@ -278,8 +279,8 @@ def rate_ci(df: pd.DataFrame, column: str, *, by: By = ("method",), alpha: float
             centre = (rate + z**2 / (2 * n)) / (1 + z**2 / n)
             half = z / (1 + z**2 / n) * np.sqrt(rate * (1 - rate) / n + z**2 / (4 * n**2))
             lo, hi = centre - half, centre + half
-        rows.append({**labels, "rate": rate, "lo": lo, "hi": hi, "k": k, "n": n})
-    return pd.DataFrame(rows, columns=[*keys, "rate", "lo", "hi", "k", "n"])
+        rows.append({**labels, "value": rate, "lo": lo, "hi": hi, "k": k, "n": n})
+    return pd.DataFrame(rows, columns=[*keys, "value", "lo", "hi", "k", "n"])
 
 
 def logistic_fit(df: pd.DataFrame, *, x: str, y: str, grid: Sequence[float] | np.ndarray | None = None,

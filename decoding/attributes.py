@@ -11,8 +11,8 @@ A ``Classifier`` predicts an attribute from a prefix: like an LM head, one call 
 token of every row, q(A | x, y<=t . v), as in FUDGE (Yang & Klein 2021) and "MAP's not dead yet" (Yoshida et
 al. 2024). ``decoding.toy.ExactClassifier`` computes it by enumeration; ``models.classifier`` learns it.
 
-- ``NotDegenerate``: not empty, no repetition loop, not a copy of the source; the same definition and
-  thresholds as ``analysis.degeneracy.degeneracy`` (on text with ``detokenize``, else on token ids).
+- ``NotDegenerate``: not empty, no repetition loop, not a copy of the source; the definition and thresholds the
+  analysis uses, ``analysis.predicates.degeneracy`` (on text with ``detokenize``, else on token ids).
 - ``Length(n)``, ``LengthRange(lo, hi)``, ``LengthRatio(lo, hi)``: output length in tokens, exactly, within a
   range, or relative to the source's.
 - ``RewardAbove(reward, tau)``: any scoring function of (tokens, source) reaches ``tau``.
@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-from analysis.degeneracy import DegeneracyThresholds, degeneracy, longest_repeat, seq_rep_n
+from analysis.predicates import DegeneracyThresholds, degeneracy, longest_repeat, seq_rep_n
 from decoding.constraints import Constraint
 from decoding.protocol import LanguageModel
 from decoding.types import SearchInputError
@@ -126,7 +126,7 @@ class Not(Attribute):
 
 @dataclass(frozen=True)
 class NotDegenerate(Attribute):
-    """Not ``degenerate`` as ``analysis.degeneracy`` defines it. With ``detokenize`` (ids -> text) the check runs
+    """Not ``degenerate`` as ``analysis.predicates`` defines it. With ``detokenize`` (ids -> text) the check runs
     on the words of the texts, exactly as in the analysis; without, it runs on token ids, where a copy is an
     exact copy of the source ids (near copies need text). ``source_text`` turns the source ids into the text an
     output must not copy when that is not all of them (default ``detokenize``): for a chat prompt, the user's

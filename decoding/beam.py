@@ -6,7 +6,6 @@ search stops once ``k`` hypotheses have finished (or at ``max_len``, where only 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -17,25 +16,29 @@ from decoding.scorers import Scorer
 from decoding.types import Hypothesis, SearchInputError, SearchResult, SearchStats
 
 
-@dataclass
 class Beam:
-    """The live prefixes of a beam search with their per-token and total model log-probabilities (float64)."""
+    """The live prefixes of a beam search with their per-token and total model log-probabilities and their scores
+    (logprob + scorer terms; a conditional search's classifier term is not part of it), totals as (n,) float64
+    tensors on the device of the model's log-probs."""
 
-    prefixes: list[tuple[int, ...]] = field(default_factory=lambda: [()])
-    token_lps: list[tuple[float, ...]] = field(default_factory=lambda: [()])
-    logprob: Tensor = field(default_factory=lambda: torch.zeros(1, dtype=torch.float64))
+    def __init__(self, device: torch.device):
+        """The beam of the empty prefix (log-probability and score 0) on ``device``."""
+        self.prefixes: list[tuple[int, ...]] = [()]
+        self.token_lps: list[tuple[float, ...]] = [()]
+        self.logprob = torch.zeros(1, dtype=torch.float64, device=device)
+        self.score = torch.zeros(1, dtype=torch.float64, device=device)
 
-    def advance(self, cand: Tensor, lp: Tensor, beam_size: int, eos: int,
-                ends: Callable[[tuple[int, ...]], bool]) -> tuple[list[Hypothesis], Tensor, Tensor, Tensor]:
-        """Rank the best ``2k`` of the (n * V,) candidate scores ``cand`` (``lp``: the (n, V) model log-probs):
-        EOS extensions whose prefix ``ends`` accepts finish (their ``score`` is the candidate's), the others fill
-        the next beam up to ``k``, which this beam becomes. Returns the finished hypotheses and the kept
-        extensions' rows, tokens and flat candidate indices (empty when none is kept; the beam is then unchanged)."""
+    def advance(self, cand: Tensor, lp: Tensor, step: Tensor, beam_size: int, eos: int,
+                ends: Callable[[tuple[int, ...]], bool]) -> tuple[list[Hypothesis], Tensor, Tensor]:
+        """Rank the best ``2k`` of the (n * V,) candidate values ``cand`` (-inf: not allowed); ``lp`` and ``step``
+        are the (n, V) model log-probs and score increments (log-prob + scorer terms) of the extensions. EOS
+        extensions whose prefix ``ends`` accepts finish, the others fill the next beam up to ``k``, which this beam
+        becomes. Returns the finished hypotheses and the kept extensions' rows and tokens, to select and extend the
+        model state with (empty when none is kept; the beam is then unchanged)."""
         top = torch.topk(cand, min(2 * beam_size, cand.numel()))
         finished: list[Hypothesis] = []
         rows: list[int] = []
         tokens: list[int] = []
-        keep: list[int] = []
         for value, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             if value == float("-inf") or len(rows) == beam_size:
                 break
@@ -44,17 +47,18 @@ class Beam:
                 if ends(self.prefixes[row]):
                     lps = self.token_lps[row] + (float(lp[row, token]),)
                     finished.append(Hypothesis(self.prefixes[row] + (eos,), float(self.logprob[row] + lp[row, token]),
-                                               value, lps, True))
+                                               float(self.score[row] + step[row, token]), lps, True))
             else:
                 rows.append(row)
                 tokens.append(token)
-                keep.append(flat)
-        idx, tok = torch.tensor(rows, dtype=torch.long), torch.tensor(tokens, dtype=torch.long)
+        idx = torch.tensor(rows, dtype=torch.long, device=cand.device)
+        tok = torch.tensor(tokens, dtype=torch.long, device=cand.device)
         if rows:
             self.prefixes = [self.prefixes[r] + (t,) for r, t in zip(rows, tokens, strict=True)]
             self.token_lps = [self.token_lps[r] + (float(lp[r, t]),) for r, t in zip(rows, tokens, strict=True)]
             self.logprob = self.logprob[idx] + lp[idx, tok]
-        return finished, idx, tok, torch.tensor(keep, dtype=torch.long)
+            self.score = self.score[idx] + step[idx, tok]
+        return finished, idx, tok
 
 
 def beam_search(lm: LanguageModel, source_ids: Sequence[int], *, beam_size: int, max_len: int, min_len: int = 0,
@@ -68,18 +72,16 @@ def beam_search(lm: LanguageModel, source_ids: Sequence[int], *, beam_size: int,
     model = Counted(lm, SearchStats())
     eos = lm.eos_id
     state = model.start(source)
-    beam = Beam()
-    score = torch.zeros(1, dtype=torch.float64)
+    beam = Beam(model.logprobs(state).device)
     finished: list[Hypothesis] = []
     while beam.prefixes and len(finished) < beam_size:
         lp = model.logprobs(state).double()  # (n, V)
         step = lp + sum((s(beam.prefixes, lp, eos) for s in scorers), torch.zeros_like(lp))
-        cand = restricted(rules, beam.prefixes, source, score[:, None] + step, eos).view(-1)
-        done, idx, tok, keep = beam.advance(cand, lp, beam_size, eos, lambda p: accepted(rules, p, source, eos))
+        cand = restricted(rules, beam.prefixes, source, beam.score[:, None] + step, eos).view(-1)
+        done, rows, tokens = beam.advance(cand, lp, step, beam_size, eos, lambda p: accepted(rules, p, source, eos))
         finished += done
-        if not len(idx):
+        if not len(rows):
             break
-        score = cand[keep]
-        state = model.extend(model.select(state, idx), tok)
+        state = model.extend(model.select(state, rows), tokens)
     finished.sort(key=lambda h: -h.score)
     return SearchResult(finished[:beam_size], False, model.finish())

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from decoding.constraints import Constraint, accepted, restricted
 from decoding.protocol import Counted
-from decoding.types import Hypothesis
+from decoding.types import Hypothesis, SearchInputError
 
 
 class Policy(Protocol):
@@ -61,6 +61,15 @@ class Frontier:
     pending: list[tuple[int, float]]
 
 
+def check_sizes(batch_size: int, seed_beam_size: int) -> None:
+    """Raise ``SearchInputError`` unless ``batch_size >= 1`` (frontier nodes per forward call) and
+    ``seed_beam_size >= 0`` (the beam width of the incumbents' seed search; 0: no seed)."""
+    if batch_size < 1:
+        raise SearchInputError(f"batch_size must be >= 1, got {batch_size}")
+    if seed_beam_size < 0:
+        raise SearchInputError(f"seed_beam_size must be >= 0 (0: no beam seed), got {seed_beam_size}")
+
+
 def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Constraint], policy: Policy, *,
                batch_size: int, max_nodes: int | None, max_seconds: float | None) -> Frontier | None:
     """Run to completion (returns None) or until a budget is hit (returns the unexplored frontier)."""
@@ -70,7 +79,7 @@ def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Co
 
     def expand(nodes: list[_Node], state: Any) -> None:
         lp = model.logprobs(state).double()  # (n, V)
-        base = torch.tensor([n.logprob for n in nodes], dtype=torch.float64)
+        base = torch.tensor([n.logprob for n in nodes], dtype=torch.float64, device=lp.device)
         scores = restricted(constraints, [n.prefix for n in nodes], source, lp + base[:, None], eos)
         stripped = model.without_logprobs(state)
         for row, node in enumerate(nodes):
@@ -85,10 +94,12 @@ def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Co
                 values = children[keep]
                 order = torch.sort(values, descending=True, stable=True).indices  # ties: lower token id first
                 node.child_tokens, node.child_lps = keep[order], values[order]
-                node.state = model.select(stripped, torch.tensor([row]))
+                node.state = model.select(stripped, torch.tensor([row], device=lp.device))
                 heapq.heappush(heap, (-float(node.child_lps[0]), next(tie), node, 0))
 
-    expand([_Node((), (), 0.0)], model.start(source))
+    root = model.start(source)
+    device = model.logprobs(root).device
+    expand([_Node((), (), 0.0)], root)
     while heap:
         if max_nodes is not None and model.stats.nodes >= max_nodes:
             model.stats.budget_hit = "max_nodes"
@@ -111,6 +122,7 @@ def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Co
             batch.append((parent, int(parent.child_tokens[rank]), value))
         if not batch:
             break
-        state = model.extend(model.concat([p.state for p, _, _ in batch]), torch.tensor([t for _, t, _ in batch]))
+        tokens = torch.tensor([t for _, t, _ in batch], device=device)
+        state = model.extend(model.concat([p.state for p, _, _ in batch]), tokens)
         expand([_Node(p.prefix + (t,), p.token_lps + (v - p.logprob,), v) for p, t, v in batch], state)
     return None

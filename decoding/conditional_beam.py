@@ -47,8 +47,7 @@ def conditional_beam_search(lm: LanguageModel, source_ids: Sequence[int], *, att
     model = Counted(lm, stats)
     eos = lm.eos_id
     state = model.start(source)
-    beam = Beam()
-    base = torch.zeros(1, dtype=torch.float64)  # logprob + scorer terms: the score without the classifier
+    beam = Beam(model.logprobs(state).device)
     finished: list[Hypothesis] = []
     while beam.prefixes and len(finished) < beam_size:
         prefixes = beam.prefixes
@@ -62,15 +61,14 @@ def conditional_beam_search(lm: LanguageModel, source_ids: Sequence[int], *, att
         ends = (allowed[:, eos] > NEG_INF).tolist()  # the attribute may be costly (text metrics): only where needed
         log_q[:, eos] = torch.tensor([0.0 if end and attribute(p, content) and accepted(rules, p, source, eos)
                                       else NEG_INF for p, end in zip(prefixes, ends, strict=True)],
-                                     dtype=torch.float64)
-        cand = torch.where(allowed > NEG_INF, base[:, None] + step + log_q, NEG_INF).view(-1)
+                                     dtype=torch.float64, device=lp.device)
+        cand = torch.where(allowed > NEG_INF, beam.score[:, None] + step + log_q, NEG_INF).view(-1)
         # an EOS candidate that lacks A (or breaks a constraint) is already -inf, so every finite one may end
-        done, idx, tok, _ = beam.advance(cand, lp, beam_size, eos, lambda p: True)
+        done, rows, tokens = beam.advance(cand, lp, step, beam_size, eos, lambda p: True)
         finished += done
-        if not len(idx):
+        if not len(rows):
             break
-        base = base[idx] + step[idx, tok]
-        state = model.extend(model.select(state, idx), tok)
+        state = model.extend(model.select(state, rows), tokens)
     finished.sort(key=lambda h: -h.score)
     return SearchResult(finished[:beam_size], False, model.finish())
 

@@ -10,10 +10,10 @@ import math
 from collections.abc import Sequence
 
 from decoding.beam import beam_search
-from decoding.best_first import best_first
+from decoding.best_first import best_first, check_sizes
 from decoding.constraints import Constraint, length_constraints
 from decoding.protocol import Counted, LanguageModel, as_ids, check_lengths
-from decoding.types import Hypothesis, SearchInputError, SearchResult, SearchStats
+from decoding.types import Hypothesis, SearchResult, SearchStats
 
 
 class _Mode:
@@ -49,8 +49,7 @@ def exact_search(lm: LanguageModel, source_ids: Sequence[int], *, max_len: int, 
     tied with it.
     """
     check_lengths(max_len, min_len)
-    if batch_size < 1:
-        raise SearchInputError(f"batch_size must be >= 1, got {batch_size}")
+    check_sizes(batch_size, seed_beam_size)
     source = as_ids(source_ids)
     rules = length_constraints(min_len, max_len, constraints)
     stats = SearchStats()

@@ -29,7 +29,7 @@ def greedy_search(lm: LanguageModel, source_ids: Sequence[int], *, max_len: int,
         token_lps.append(float(lp[token]))
         if token == lm.eos_id:
             break
-        state = model.extend(state, torch.tensor([token]))
+        state = model.extend(state, torch.tensor([token], device=lp.device))
     logprob = sum(token_lps)
     hyp = Hypothesis(tuple(tokens), logprob, logprob, tuple(token_lps), True)
     return SearchResult([hyp], False, model.finish())

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from decoding.beam import beam_search
-from decoding.best_first import best_first
+from decoding.best_first import best_first, check_sizes
 from decoding.constraints import Constraint, MaxLength
 from decoding.protocol import Counted, LanguageModel, as_ids
 from decoding.types import Hypothesis, SearchInputError, SearchResult, SearchStats
@@ -49,6 +49,7 @@ def length_conditional_modes(lm: LanguageModel, source_ids: Sequence[int], *, le
     wanted = sorted(set(int(n) for n in lengths))
     if not wanted or wanted[0] < 0:
         raise SearchInputError(f"lengths must be a non-empty set of non-negative integers, got {wanted}")
+    check_sizes(batch_size, seed_beam_size)
     source = as_ids(source_ids)
     stats = SearchStats()
     policy = _PerLength(wanted)

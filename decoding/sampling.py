@@ -13,7 +13,8 @@ from decoding.types import Hypothesis, SearchInputError, SearchResult, SearchSta
 def sample(lm: LanguageModel, source_ids: Sequence[int], *, n: int, max_len: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> SearchResult:
     """``n`` samples in draw order. ``logprob`` is under the model itself (not the tempered/truncated sampling
-    distribution). A sample that has not produced EOS after ``max_len`` tokens is returned unfinished."""
+    distribution). A sample that has not produced EOS after ``max_len`` tokens is returned unfinished. Draws come
+    from a CPU generator seeded with ``seed``, so the samples do not depend on the model's device."""
     check_lengths(max_len, 0)
     if n < 1:
         raise SearchInputError(f"n must be >= 1, got {n}")
@@ -27,14 +28,15 @@ def sample(lm: LanguageModel, source_ids: Sequence[int], *, n: int, max_len: int
     gen = torch.Generator().manual_seed(seed)
     model = Counted(lm, SearchStats())
     eos = lm.eos_id
-    state = model.select(model.start(source), torch.zeros(n, dtype=torch.long))
+    root = model.start(source)
+    state = model.select(root, torch.zeros(n, dtype=torch.long, device=model.logprobs(root).device))
     tokens: list[list[int]] = [[] for _ in range(n)]
     token_lps: list[list[float]] = [[] for _ in range(n)]
     live = list(range(n))
     for _ in range(max_len + 1):
         lp = model.logprobs(state).double()  # (live, V)
         probs = _truncate(lp / temperature, top_k, top_p).softmax(-1)
-        draw = torch.multinomial(probs.cpu(), 1, generator=gen)[:, 0]
+        draw = torch.multinomial(probs.cpu(), 1, generator=gen)[:, 0].to(lp.device)
         keep = []
         for row, (i, t) in enumerate(zip(live, draw.tolist(), strict=True)):
             tokens[i].append(t)
@@ -43,7 +45,7 @@ def sample(lm: LanguageModel, source_ids: Sequence[int], *, n: int, max_len: int
                 keep.append(row)
         if len(keep) == 0:
             break
-        rows = torch.tensor(keep)
+        rows = torch.tensor(keep, device=lp.device)
         live = [live[r] for r in keep]
         state = model.extend(model.select(state, rows), draw[rows])
     hyps = []

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from experiments.config import CONFIGS, load_config, parse_override
+from models.errors import InputError
 
 # name -> (what it does, module, config class); modules are imported only when run (they import torch)
 EXPERIMENTS = {
@@ -28,7 +29,7 @@ DEFAULT_EXPERIMENT = "modes"
 def _run(args: argparse.Namespace) -> None:
     name = args.experiment or DEFAULT_EXPERIMENT
     if name not in EXPERIMENTS:
-        raise SystemExit(f"unknown experiment {name!r}; `lq list` shows: {', '.join(EXPERIMENTS)}")
+        raise InputError(f"unknown experiment {name!r}; `lq list` shows: {', '.join(EXPERIMENTS)}")
     overrides = dict(parse_override(item) for item in args.set)
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
     _, module_name, config_class = EXPERIMENTS[name]
@@ -41,7 +42,7 @@ def _run(args: argparse.Namespace) -> None:
 def _run_dir(path: str) -> Path:
     run_dir = Path(path)
     if not (run_dir / "rows.jsonl").is_file() and not (run_dir / "rows.parquet").is_file():
-        raise SystemExit(f"{run_dir} is not a run directory (no rows.jsonl or rows.parquet)")
+        raise InputError(f"{run_dir} is not a run directory (no rows.jsonl or rows.parquet)")
     return run_dir
 
 
@@ -71,16 +72,13 @@ def _train(args: argparse.Namespace) -> None:
         from experiments import conditional
 
         if args.out:
-            raise SystemExit("lq train classifier keeps classifiers in $LQ_CACHE/classifiers; --out is for mt")
+            raise InputError("lq train classifier keeps classifiers in $LQ_CACHE/classifiers; --out is for mt")
         conditional.train_classifiers(load_config(conditional.ConditionalConfig, "conditional", config, overrides),
                                       limit=args.limit)
         return
     from experiments import train_mt
 
-    try:
-        cfg = load_config(train_mt.TrainMTConfig, "train_mt", config, overrides)
-    except ValueError as err:
-        raise SystemExit(f"bad config: {err}") from err
+    cfg = load_config(train_mt.TrainMTConfig, "train_mt", config, overrides)
     train_mt.main(cfg, Path(args.out) if args.out else None, limit=args.limit, argv=sys.argv)
 
 
@@ -168,14 +166,12 @@ def main(argv: list[str] | None = None) -> None:
         raise
 
 
-USER_ERRORS = (("models.registry", "ModelNotAvailableError"), ("experiments.data", "CorpusNotAvailableError"),
-               ("decoding.types", "SearchInputError"))
-
-
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that describe bad input and are shown as a message, not a traceback. Looked up lazily (a raised
-    error's module is loaded) so that `lq --help` does not import torch."""
-    return tuple(getattr(sys.modules[module], name) for module, name in USER_ERRORS if module in sys.modules)
+    """Errors that describe bad input and are shown as one line, not a traceback: ``models.errors.InputError``
+    (configs, models, corpora) and a search's ``SearchInputError``, looked up lazily (a raised one's module is
+    loaded) so that `lq --help` does not import torch."""
+    search = sys.modules.get("decoding.types")
+    return (InputError, search.SearchInputError) if search else (InputError,)
 
 
 if __name__ == "__main__":

@@ -29,16 +29,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
 
 from decoding import (
     Attribute,
+    Constraint,
     LengthRange,
     LengthRatio,
     MinLength,
@@ -49,8 +50,8 @@ from decoding import (
     exact_search,
 )
 from decoding.attributes import source_content
-from experiments.config import settings_hash
-from experiments.modes import Example, Sources, examples, result_rows
+from experiments.config import ConfigError, check, settings_hash
+from experiments.loop import Example, Found, Method, Sources, chat_examples, pending, search_all, translation_examples
 from experiments.rundir import RunDir
 
 
@@ -80,7 +81,7 @@ class ConditionalConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        checks = {
+        check("conditional", {
             "models must not be empty": bool(self.models),
             "n and chat_n must be >= 1": self.n >= 1 and self.chat_n >= 1,
             "length_ratio must be [lo, hi] with 0 <= lo <= hi": len(self.length_ratio) == 2
@@ -93,10 +94,7 @@ class ConditionalConfig:
             "train_sources, chat_train_sources, train_samples and epochs must be >= 1": min(
                 self.train_sources, self.chat_train_sources, self.train_samples, self.epochs) >= 1,
             "split must be dev or test (the classifier trains on train)": self.split in ("dev", "test"),
-        }
-        failed = [msg for msg, ok in checks.items() if not ok]
-        if failed:
-            raise SystemExit("bad conditional config: " + "; ".join(failed))
+        })
 
 
 @dataclass
@@ -114,16 +112,6 @@ class Task:
     beam_sizes: list[int]
 
 
-def _chat_examples(cfg: ConditionalConfig, tok: Any, split: str, n: int) -> list[Example]:
-    from experiments.data import load_corpus
-    from models.chat import prompt_ids
-
-    rows = load_corpus(cfg.chat_corpus, split=split).drop_duplicates("source").head(n)
-    return [Example(example_id=str(r.id), source=r.source, reference=None, source_ids=prompt_ids(tok, r.source),
-                    source_tokens=len(tok(r.source, add_special_tokens=False)["input_ids"]), reference_tokens=None,
-                    max_len=cfg.chat_max_len) for r in rows.itertuples()]
-
-
 def load_task(cfg: ConditionalConfig, model: str, limit: int | None) -> Task:
     """A translation task for an encoder-decoder model, a chat task for a decoder-only one."""
     from models import load_lm
@@ -136,18 +124,19 @@ def load_task(cfg: ConditionalConfig, model: str, limit: int | None) -> Task:
         def direct(source: str, demos: Any) -> str:
             return source
 
-        test = examples(sources(cfg.split, cfg.n), tok, direct, limit)
-        train = examples(sources("train", cfg.train_sources), tok, direct, limit and 4 * limit)
+        test = translation_examples(sources(cfg.split, cfg.n), tok, direct, limit)
+        train = translation_examples(sources("train", cfg.train_sources), tok, direct, limit and 4 * limit)
         return Task(model, lm, tok, NotDegenerate() & LengthRatio(*cfg.length_ratio), f"{cfg.corpus}/{cfg.split}",
                     test, [ex.source_ids for ex in train], max(ex.max_len for ex in train), cfg.beam_sizes)
     if not getattr(tok, "chat_template", None):
-        raise SystemExit(f"{model} has no chat template; the conditional experiment's chat task needs an "
+        raise ConfigError(f"{model} has no chat template; the conditional experiment's chat task needs an "
                          "instruction-tuned model (or give an encoder-decoder translation model)")
-    test = _chat_examples(cfg, tok, cfg.split, min(cfg.chat_n, limit or cfg.chat_n))
-    train = _chat_examples(cfg, tok, "train", limit and 4 * limit or cfg.chat_train_sources)
+    test = chat_examples(cfg.chat_corpus, cfg.split, min(cfg.chat_n, limit or cfg.chat_n), tok, cfg.chat_max_len)
+    train = chat_examples(cfg.chat_corpus, "train", limit and 4 * limit or cfg.chat_train_sources, tok,
+                          cfg.chat_max_len)
     from models.chat import user_message
 
-    not_degenerate = NotDegenerate(detokenize=lambda ids: tok.decode(ids, skip_special_tokens=True),
+    not_degenerate = NotDegenerate(detokenize=lambda ids: str(tok.decode(list(ids), skip_special_tokens=True)),
                                    source_text=user_message(tok))
     attribute = not_degenerate & LengthRange(cfg.chat_min_tokens, cfg.chat_max_len - 1)
     return Task(model, lm, tok, attribute, f"{cfg.chat_corpus}/{cfg.split}", test, [ex.source_ids for ex in train],
@@ -203,58 +192,48 @@ def calibration_rows(task: Task, folder: Path) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-Search = Callable[[Example], SearchResult]
-
-
-def methods(cfg: ConditionalConfig, task: Task, classifier: Any) -> dict[str, tuple[dict[str, Any], Search]]:
-    """method name -> (params recorded in every row, search of one example)."""
-    a = task.attribute
-    eos = task.lm.eos_id
+def methods(cfg: ConditionalConfig, task: Task, classifier: Any) -> list[Method]:
+    """Per beam size the beam families, then the exact searches; one row each (rank 0)."""
+    a, lm = task.attribute, task.lm
 
     def bounds(ex: Example) -> tuple[int, int]:
-        lo, hi = a.length_range(source_content(ex.source_ids, eos)) or (0, ex.max_len)
+        lo, hi = a.length_range(source_content(ex.source_ids, lm.eos_id)) or (0, ex.max_len)
         return lo, min(hi, ex.max_len)
 
-    out: dict[str, tuple[dict[str, Any], Search]] = {}
-    for k in task.beam_sizes:
-        def beam(ex: Example, k: int = k, max_len: int | None = None, **kw: Any) -> SearchResult:
-            return beam_search(task.lm, ex.source_ids, beam_size=k, max_len=max_len or ex.max_len, **kw)
+    def beam(ex: Example, k: int, constraints: Sequence[Constraint] = ()) -> SearchResult:
+        return beam_search(lm, ex.source_ids, beam_size=k, max_len=ex.max_len, constraints=constraints)
 
-        p = {"beam_size": k}
-        out[f"beam{k}"] = (p | {"family": "beam"}, beam)
-        out[f"beam_nonempty{k}"] = (p | {"family": "beam_nonempty"},
-                                    lambda ex, beam=beam: beam(ex, constraints=[MinLength(1)]))
-        out[f"beam_min_len{k}"] = (p | {"family": "beam_min_len"},
-                                   lambda ex, beam=beam: beam(ex, min_len=min(bounds(ex)[0], ex.max_len)))
-        out[f"beam_truncated{k}"] = (p | {"family": "beam_truncated"},
-                                     lambda ex, beam=beam: beam(ex, max_len=max(bounds(ex)[1], 1)))
-        out[f"beam_filtered{k}"] = (p | {"family": "beam_filtered"}, lambda ex, beam=beam: beam(ex, constraints=[a]))
-        out[f"conditional_beam{k}"] = (p | {"family": "conditional_beam", "candidates": cfg.candidates},
-                                       lambda ex, k=k: conditional_beam_search(
-                                           task.lm, ex.source_ids, attribute=a, classifier=classifier, beam_size=k,
-                                           max_len=ex.max_len, candidates=cfg.candidates))
-    budget = {"max_seconds": cfg.max_seconds}
-    out["exact"] = (budget | {"family": "exact"},
-                    lambda ex: exact_search(task.lm, ex.source_ids, max_len=ex.max_len, **budget))
+    def beam_min_len(ex: Example, k: int) -> SearchResult:
+        return beam_search(lm, ex.source_ids, beam_size=k, max_len=ex.max_len, min_len=min(bounds(ex)[0], ex.max_len))
+
+    def beam_truncated(ex: Example, k: int) -> SearchResult:
+        return beam_search(lm, ex.source_ids, beam_size=k, max_len=max(bounds(ex)[1], 1))
+
+    def conditional(ex: Example, k: int) -> SearchResult:
+        return conditional_beam_search(lm, ex.source_ids, attribute=a, classifier=classifier, beam_size=k,
+                                       max_len=ex.max_len, candidates=cfg.candidates)
+
+    def exact(ex: Example) -> SearchResult:
+        return exact_search(lm, ex.source_ids, max_len=ex.max_len, max_seconds=cfg.max_seconds)
 
     def exact_conditional(ex: Example) -> SearchResult:
         lo, hi = bounds(ex)
         # the lengths A allows prune the search; the result is the same as with A alone
-        return exact_search(task.lm, ex.source_ids, max_len=hi, constraints=[MinLength(lo), a], **budget)
+        return exact_search(lm, ex.source_ids, max_len=hi, constraints=[MinLength(lo), a], max_seconds=cfg.max_seconds)
 
-    out["exact_conditional"] = (budget | {"family": "exact_conditional"}, exact_conditional)
-    return out
-
-
-def rows_of(task: Task, ex: Example, name: str, params: dict[str, Any], res: SearchResult) -> list[dict[str, Any]]:
-    """The one result row (rank 0) of a search, with the attribute and the search's classifier cost."""
-    best = res.hypotheses[0] if res.hypotheses else None
-    content = source_content(ex.source_ids, task.lm.eos_id)
-    holds = None if best is None else task.attribute(best.token_ids[:best.length], content)
-    row = result_rows(task.lm, task.tok, task.model, task.dataset, ex, name, params, [(best, res, {})])[0]
-    return [row | {"family": params["family"], "attribute": task.attribute.name, "attribute_holds": holds,
-                   "classifier_calls": res.stats.extra.get("classifier_calls"),
-                   "classifier_rows": res.stats.extra.get("classifier_rows")}]
+    out: list[Method] = []
+    for k in task.beam_sizes:
+        size = {"beam_size": k}
+        out += [
+            Method("beam", size, partial(beam, k=k), keep=1),
+            Method("beam_nonempty", size, partial(beam, k=k, constraints=[MinLength(1)]), keep=1),
+            Method("beam_min_len", size, partial(beam_min_len, k=k), keep=1),
+            Method("beam_truncated", size, partial(beam_truncated, k=k), keep=1),
+            Method("beam_filtered", size, partial(beam, k=k, constraints=[a]), keep=1),
+            Method("conditional_beam", size | {"candidates": cfg.candidates}, partial(conditional, k=k), keep=1)]
+    budget = {"budget_s": cfg.max_seconds}
+    return [*out, Method("exact", budget, exact, keep=1),
+            Method("exact_conditional", budget, exact_conditional, keep=1)]
 
 
 def main(cfg: ConditionalConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None) -> Path:
@@ -265,11 +244,16 @@ def main(cfg: ConditionalConfig, out_dir: Path, *, limit: int | None = None, arg
         task = load_task(cfg, model, limit)
         classifier, folder = train_or_load_classifier(cfg, task)
         calibration.append(calibration_rows(task, folder))
-        todo = [(ex, name, params, search) for ex in task.examples
-                for name, (params, search) in methods(cfg, task, classifier).items()
-                if f"{model}/{ex.example_id}/{name}" not in run.done]
-        for ex, name, params, search in tqdm(todo, desc=f"searching {model}", unit="search", disable=not todo):
-            run.append(f"{model}/{ex.example_id}/{name}", rows_of(task, ex, name, params, search(ex)))
+
+        def holds(ex: Example, found: Found, task: Task = task) -> dict[str, Any]:
+            """Whether the output has A (missing without output)."""
+            h = found.hypothesis
+            content = source_content(ex.source_ids, task.lm.eos_id)
+            return {"attribute": task.attribute.name,
+                    "attribute_holds": None if h is None else task.attribute(h.token_ids[:h.length], content)}
+
+        search_all(run, pending(run, task.examples, methods(cfg, task, classifier), prefix=f"{model}/"),
+                   lm=task.lm, tok=task.tok, model=model, dataset=task.dataset, prefix=f"{model}/", columns=holds)
     from experiments.report import CALIBRATION, finish_run
 
     pd.concat(calibration, ignore_index=True).to_parquet(run.path / CALIBRATION, index=False)

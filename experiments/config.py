@@ -1,28 +1,74 @@
-"""Experiment configs: frozen dataclasses read from TOML, overridden by ``--set key=value``, validated."""
+"""Experiment configs: frozen dataclasses read from TOML, overridden by ``--set key=value``, validated.
+
+``load_config`` rejects unknown keys and values of the wrong type (checked against the dataclass's annotations);
+each config's ``__post_init__`` checks its values with ``check``. Both raise ``ConfigError``.
+"""
 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import hashlib
 import json
 import tomllib
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+from models.errors import ConfigError
+
+__all__ = ["CONFIGS", "ConfigError", "check", "load_config", "parse_override", "settings_hash"]
 
 C = TypeVar("C")
 
 CONFIGS = Path(__file__).parent / "configs"
 
 
+def check(name: str, checks: Mapping[str, bool]) -> None:
+    """Raise ``ConfigError`` naming every message of ``checks`` (message -> the condition that must hold) that
+    fails, for the config called ``name``."""
+    failed = [msg for msg, ok in checks.items() if not ok]
+    if failed:
+        raise ConfigError(f"bad {name} config: " + "; ".join(failed))
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (from TOML or a ``--set`` literal) has the type ``hint``: an int is a float, a bool is no
+    number, ``X | None`` admits None, ``list[X]`` checks each element."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_conforms(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint)
+
+
 def load_config(cls: type[C], name: str, path: Path | None = None, overrides: dict[str, Any] | None = None) -> C:
     """``cls`` from ``path`` (default ``configs/<name>.toml``) with ``overrides`` applied; unknown keys fail."""
-    data = tomllib.loads((path or CONFIGS / f"{name}.toml").read_text())
+    path = path or CONFIGS / f"{name}.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read the {name} config {path}: {err}") from err
     data.update(overrides or {})
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(hints))
     if unknown:
-        raise SystemExit(f"unknown config key(s) for {name}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown config key(s) for {name}: {', '.join(unknown)}; known: {', '.join(sorted(hints))}")
+    wrong = [f"{k} must be {_type_name(hints[k])}, got {v!r}" for k, v in data.items() if not _conforms(v, hints[k])]
+    if wrong:
+        raise ConfigError(f"bad {name} config: " + "; ".join(wrong))
     return cls(**data)
 
 
@@ -30,7 +76,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     """``key=value`` with value read as a Python literal when it is one (numbers, lists, booleans)."""
     key, sep, raw = item.partition("=")
     if not sep or not key:
-        raise SystemExit(f"--set expects key=value, got {item!r}")
+        raise ConfigError(f"--set expects key=value, got {item!r}")
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):

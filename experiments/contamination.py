@@ -20,15 +20,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from decoding import MinLength, NotCopyOfSource, beam_search, exact_search
-from experiments.config import settings_hash
-from experiments.modes import Example, Sources, examples, load_translation_lm, result_rows
+from experiments.config import ConfigError, check, settings_hash
+from experiments.loop import (
+    Example,
+    Found,
+    Method,
+    Sources,
+    load_translation_lm,
+    pending,
+    search_all,
+    translation_examples,
+)
 from experiments.rundir import RunDir
 
 NOISES = ("empty", "copy")
@@ -55,17 +63,14 @@ class ContaminationConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        checks = {
+        check("contamination", {
             f"kinds must be a subset of {NOISES}": bool(self.kinds) and set(self.kinds) <= set(NOISES),
             "epsilons must be in [0, 1)": bool(self.epsilons) and all(0 <= e < 1 for e in self.epsilons),
             "steps must be >= 1": self.steps >= 1,
             "n must be >= 1": self.n >= 1,
             "beam_size must be >= 1": self.beam_size >= 1,
             "max_seconds must be > 0 (exact search on a real model needs a budget)": self.max_seconds > 0,
-        }
-        failed = [msg for msg, ok in checks.items() if not ok]
-        if failed:
-            raise SystemExit("bad contamination config: " + "; ".join(failed))
+        })
 
     def settings(self) -> list[tuple[str, float]]:
         """(noise kind, eps) pairs to train; eps = 0 is one shared control, kind "none"."""
@@ -81,13 +86,13 @@ def _base_folder(name: str) -> Path:
         return SHIPPED_DIR / name
     folder = Path(name)
     if not (folder / "training.json").is_file():
-        raise SystemExit(f"base_model must be a shipped model or a folder written by `lq train mt`; got {name!r}")
+        raise ConfigError(f"base_model must be a shipped model or a folder written by `lq train mt`; got {name!r}")
     return folder
 
 
 def finetune(cfg: ContaminationConfig, kind: str, eps: float, *, limit: int | None = None) -> Path:
     """The base model continued for ``cfg.steps`` on training data contaminated at ``eps`` (cached, resumable)."""
-    from experiments.data import load_corpus
+    from experiments.corpora import load_corpus
     from models import cache_dir
     from models.mt import MTConfig, train
 
@@ -116,6 +121,40 @@ def _logprob(lm: Any, ex: Example, target: list[int]) -> float:
     return float(lm.score(ex.source_ids, [*target, lm.eos_id]).sum())
 
 
+def _setting_columns(cfg: ContaminationConfig, lm: Any, tok: Any, kind: str,
+                     eps: float) -> Callable[[Example, Found], dict[str, Any]]:
+    """The columns of a fine-tuned model's rows: its setting, and its log-probabilities of the degenerate outputs
+    and of the reference, computed once per source."""
+    per_source: dict[str, dict[str, Any]] = {}
+
+    def columns(ex: Example, found: Found) -> dict[str, Any]:
+        if ex.example_id not in per_source:
+            assert ex.reference is not None
+            copy = list(tok(ex.source, add_special_tokens=False)["input_ids"])
+            reference = list(tok(ex.reference, add_special_tokens=False)["input_ids"])
+            per_source[ex.example_id] = {
+                "epsilon": eps, "noise": kind, "steps": cfg.steps, "empty_logprob": _logprob(lm, ex, []),
+                "copy_logprob": _logprob(lm, ex, copy), "reference_logprob": _logprob(lm, ex, reference)}
+        return per_source[ex.example_id]
+
+    return columns
+
+
+def methods(cfg: ContaminationConfig, lm: Any) -> list[Method]:
+    """Beam search, the exact mode and the exact non-degenerate mode; one row each (rank 0)."""
+    nondegenerate = [MinLength(1), NotCopyOfSource()]
+    budget = {"budget_s": cfg.max_seconds}
+    return [
+        Method("beam", {"beam_size": cfg.beam_size}, lambda ex: beam_search(
+            lm, ex.source_ids, beam_size=cfg.beam_size, max_len=ex.max_len), keep=1),
+        Method("exact", budget, lambda ex: exact_search(
+            lm, ex.source_ids, max_len=ex.max_len, max_seconds=cfg.max_seconds), keep=1),
+        Method("exact_nondegenerate", budget | {"constraints": "MinLength(1), NotCopyOfSource"},
+               lambda ex: exact_search(lm, ex.source_ids, max_len=ex.max_len, max_seconds=cfg.max_seconds,
+                                       constraints=nondegenerate), keep=1),
+    ]
+
+
 def main(cfg: ContaminationConfig, out_dir: Path, *, limit: int | None = None,
          argv: list[str] | None = None) -> Path:
     from experiments.report import TOY, finish_run
@@ -126,39 +165,18 @@ def main(cfg: ContaminationConfig, out_dir: Path, *, limit: int | None = None,
 
         toy_check().to_parquet(run.path / TOY, index=False)
     sources = Sources(cfg.corpus, cfg.split, cfg.n, cfg.max_source_tokens, cfg.max_len_ratio, cfg.max_len)
-    nondegenerate = [MinLength(1), NotCopyOfSource()]
-    searches = {
-        f"beam{cfg.beam_size}": ({"beam_size": cfg.beam_size}, lambda lm, ex: beam_search(
-            lm, ex.source_ids, beam_size=cfg.beam_size, max_len=ex.max_len)),
-        "exact": ({"max_seconds": cfg.max_seconds}, lambda lm, ex: exact_search(
-            lm, ex.source_ids, max_len=ex.max_len, max_seconds=cfg.max_seconds)),
-        "exact_nondegenerate": ({"max_seconds": cfg.max_seconds, "constraints": ["MinLength(1)", "NotCopyOfSource"]},
-                                lambda lm, ex: exact_search(lm, ex.source_ids, max_len=ex.max_len,
-                                                            max_seconds=cfg.max_seconds, constraints=nondegenerate)),
-    }
     _, tok, _, prompt = load_translation_lm(str(_base_folder(cfg.base_model)), shots=0, device=cfg.device)
-    chosen = examples(sources, tok, prompt, limit)
+    chosen = translation_examples(sources, tok, prompt, limit)
     settings = cfg.settings()
     for i, (kind, eps) in enumerate(settings):
         model_tag = f"{cfg.base_model}+{kind}@{eps:g}"
-        todo = [(ex, name, params, search) for ex in chosen for name, (params, search) in searches.items()
-                if f"{model_tag}/{ex.example_id}/{name}" not in run.done]
-        if not todo:
+        prefix = f"{model_tag}/"
+        if not pending(run, chosen, methods(cfg, None), prefix=prefix):
             continue
         print(f"[{i + 1}/{len(settings)}] {model_tag}: fine-tuning {cfg.steps} steps (cached once done)",
               file=sys.stderr)
         lm, _, _, _ = load_translation_lm(str(finetune(cfg, kind, eps, limit=limit)), shots=0, device=cfg.device)
-        extras: dict[str, dict[str, Any]] = {}  # per source: the same for every search of this model
-        for ex, name, params, search in tqdm(todo, desc=f"searching {model_tag}", unit="search"):
-            res = search(lm, ex)
-            if ex.example_id not in extras:
-                copy = list(tok(ex.source, add_special_tokens=False)["input_ids"])
-                reference = list(tok(ex.reference, add_special_tokens=False)["input_ids"])
-                extras[ex.example_id] = {
-                    "epsilon": eps, "noise": kind, "steps": cfg.steps, "empty_logprob": _logprob(lm, ex, []),
-                    "copy_logprob": _logprob(lm, ex, copy), "reference_logprob": _logprob(lm, ex, reference)}
-            extra = extras[ex.example_id]
-            found = [(h, res, {}) for h in (res.hypotheses[:1] or [None])]
-            rows = result_rows(lm, tok, model_tag, f"{cfg.corpus}/{cfg.split}", ex, name, params, found)
-            run.append(f"{model_tag}/{ex.example_id}/{name}", [r | extra for r in rows])
+        search_all(run, pending(run, chosen, methods(cfg, lm), prefix=prefix), lm=lm, tok=tok, model=model_tag,
+                   dataset=f"{cfg.corpus}/{cfg.split}", prefix=prefix,
+                   columns=_setting_columns(cfg, lm, tok, kind, eps))
     return finish_run(run.path)

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -123,6 +125,10 @@ DEFAULT_POPULATIONS: tuple[ToyPopulation, ...] = (
 growing length and skew, random tables and bigram models."""
 
 
+def _has_length(y: tuple[int, ...], n: int) -> bool:
+    return len(y) == n
+
+
 def _is_mode_of(pop: dict[Output, float], y: Output | None) -> bool:
     """Whether ``y`` is a most probable output of ``pop`` (ties within ``_TIE_TOL`` count)."""
     return y is not None and pop.get(y, 0.0) >= theory.mode(pop)[1] * (1 - _TIE_TOL)
@@ -140,7 +146,7 @@ def _check(pop: dict[Output, float], noise: Output, constraint: Constraint, eps:
     away = exact_search(lm, source, max_len=max_len, constraints=[constraint])
     lengths = sorted({len(y) for y in pop})
     per_length = length_conditional_modes(lm, source, lengths=lengths, constraints=[constraint])
-    length_ok = all(_is_mode_of(theory.conditional(pop, lambda y, n=n: len(y) == n), _output(per_length[n]))
+    length_ok = all(_is_mode_of(theory.conditional(pop, partial(_has_length, n=n)), _output(per_length[n]))
                     for n in lengths)
     best = found.best
     return {
@@ -170,7 +176,7 @@ def toy_check(populations: Sequence[ToyPopulation] = DEFAULT_POPULATIONS, noises
         raw = spec.table()
         for name in noises:
             noise = NOISES[name].output(spec)
-            pop = theory.conditional(raw, lambda y, d=noise: y != d)
+            pop = theory.conditional(raw, partial(operator.ne, noise))
             m, q = theory.mode(pop)[1], 1.0
             eps_star = float(theory.critical_epsilon(m, q))
             for offset in log_odds_offsets:

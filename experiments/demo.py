@@ -1,22 +1,27 @@
-"""Exact vs beam search on a real instruction-tuned model (the default job of ``lq run`` for now).
+"""``lq run demo``: exact vs beam search on a real instruction-tuned model, a few short chat prompts.
 
-For each prompt (chat template applied): greedy, beam k in ``beam_sizes``, the exact mode, and the exact mode
-among non-empty outputs (``MinLength(1)``), each exact search under a time budget. Prints a table and writes
-one row per (prompt, method, rank) to the run directory's rows.jsonl.
+For each prompt (chat template applied): greedy, beam k in ``beam_sizes`` (every beam hypothesis kept), the exact
+mode, and the exact mode among non-empty outputs (``MinLength(1)``), each exact search under a time budget. Writes
+the run directory like every experiment (rows.jsonl, rows.parquet with metrics, report.md, figures/) and prints
+each prompt's outputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+import pandas as pd
 
-from decoding import Hypothesis, MinLength, SearchResult, beam_search, exact_search, greedy_search
+from analysis import methods as method_families
+from decoding import Constraint, MinLength, SearchResult, beam_search, exact_search, greedy_search
+from experiments.config import check
+from experiments.loop import Example, Method, pending, search_all
 from experiments.rundir import RunDir
 
 
@@ -30,68 +35,57 @@ class DemoConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not self.prompts or any(not p.strip() for p in self.prompts):
-            raise SystemExit("prompts must be a non-empty list of non-empty strings")
-        if self.max_len < 1:
-            raise SystemExit(f"max_len must be >= 1, got {self.max_len}")
-        if self.max_seconds <= 0:
-            raise SystemExit(f"max_seconds must be > 0 (exact search on open prompts needs a budget), "
-                             f"got {self.max_seconds}")
-        if not self.beam_sizes or min(self.beam_sizes) < 1:
-            raise SystemExit(f"beam_sizes must be positive integers, got {self.beam_sizes}")
+        check("demo", {
+            "prompts must be a non-empty list of non-empty strings": bool(self.prompts)
+            and all(p.strip() for p in self.prompts),
+            "max_len must be >= 1": self.max_len >= 1,
+            "max_seconds must be > 0 (exact search on open prompts needs a budget)": self.max_seconds > 0,
+            "beam_sizes must be positive integers": bool(self.beam_sizes) and min(self.beam_sizes) >= 1,
+        })
 
 
-Search = Callable[[Any, list[int]], SearchResult]
+def methods(cfg: DemoConfig, lm: Any) -> list[Method]:
+    budget = {"budget_s": cfg.max_seconds}
 
+    def beam(ex: Example, k: int) -> SearchResult:
+        return beam_search(lm, ex.source_ids, beam_size=k, max_len=ex.max_len)
 
-def methods(cfg: DemoConfig) -> dict[str, tuple[dict[str, Any], Search]]:
-    """name -> (params, search); params are recorded in every row."""
-    exact = {"max_len": cfg.max_len, "max_seconds": cfg.max_seconds}
-    out: dict[str, tuple[dict[str, Any], Search]] = {
-        "greedy": ({"max_len": cfg.max_len}, lambda lm, ids: greedy_search(lm, ids, max_len=cfg.max_len))}
-    for k in cfg.beam_sizes:
-        out[f"beam{k}"] = ({"beam_size": k, "max_len": cfg.max_len},
-                           lambda lm, ids, k=k: beam_search(lm, ids, beam_size=k, max_len=cfg.max_len))
-    out["exact"] = (exact, lambda lm, ids: exact_search(lm, ids, **exact))
-    out["exact_nonempty"] = (exact | {"constraints": ["MinLength(1)"]},
-                             lambda lm, ids: exact_search(lm, ids, **exact, constraints=[MinLength(1)]))
-    return out
+    def exact(ex: Example, constraints: Sequence[Constraint] = ()) -> SearchResult:
+        return exact_search(lm, ex.source_ids, max_len=ex.max_len, constraints=constraints,
+                            max_seconds=cfg.max_seconds)
+
+    return [
+        Method("greedy", {}, lambda ex: greedy_search(lm, ex.source_ids, max_len=ex.max_len)),
+        *(Method("beam", {"beam_size": k}, partial(beam, k=k)) for k in cfg.beam_sizes),
+        Method("exact", budget, exact),
+        Method("exact_nonempty", budget | {"constraints": "MinLength(1)"}, partial(exact, constraints=[MinLength(1)])),
+    ]
 
 
 def main(cfg: DemoConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None) -> Path:
+    from experiments.report import finish_run
     from models import load_lm
     from models.chat import prompt_ids
 
     run = RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv)
     lm, tok, info = load_lm(cfg.model, device=cfg.device)
     prompts = cfg.prompts[:limit] if limit else cfg.prompts
-    todo = [(i, p, name, params, search) for i, p in enumerate(prompts)
-            for name, (params, search) in methods(cfg).items() if f"{i}/{name}" not in run.done]
-    for i, prompt, name, params, search in tqdm(todo, desc="searching", unit="search", disable=not todo):
-        ids = prompt_ids(tok, prompt)
-        res = search(lm, ids)
-        hyps: list[Hypothesis | None] = list(res.hypotheses) or [None]
-        rows = [{
-            "signature": lm.signature() | {"method": name, "params": params}, "model": info.name,
-            "dataset": "demo-prompts", "example_id": i, "source": prompt, "reference": None, "method": name,
-            "params": params, "rank": rank,
-            "text": tok.decode(h.token_ids, skip_special_tokens=True) if h else None,
-            "token_ids": list(h.token_ids) if h else [], "n_tokens": h.length if h else None,
-            "finished": h.finished if h else None, "logprob": h.logprob if h else None,
-            "score": h.score if h else None, "certified": res.certified, "upper_bound": res.stats.upper_bound,
-            "nodes": res.stats.nodes, "forward_calls": res.stats.forward_calls, "wall_s": res.stats.wall_s,
-        } for rank, h in enumerate(hyps)]
-        run.append(f"{i}/{name}", rows)
-    print_table(run.rows)
-    return run.path
+    examples = [Example(example_id=str(i), source=p, reference=None, source_ids=prompt_ids(tok, p),
+                        source_tokens=len(tok(p, add_special_tokens=False)["input_ids"]), reference_tokens=None,
+                        max_len=cfg.max_len) for i, p in enumerate(prompts)]
+    search_all(run, pending(run, examples, methods(cfg, lm)), lm=lm, tok=tok, model=info.name, dataset="demo-prompts")
+    path = finish_run(run.path)
+    print_outputs(pd.read_parquet(path / "rows.parquet"))
+    return path
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
+def print_outputs(df: pd.DataFrame) -> None:
+    """Each prompt's rank-0 output of every method, with its log-probability and, for exact search, certificate."""
     print(f"\n{'prompt':<36} {'method':<15} {'logprob':>8} {'certified':>9} {'nodes':>6} {'sec':>6}  text")
-    for r in sorted((r for r in rows if r["rank"] == 0), key=lambda r: r["example_id"]):
-        exact = r["method"].startswith("exact")
-        cert = ("yes" if r["certified"] else f"NO (<={r['upper_bound']:.2f})") if exact else "-"
-        lp = f"{r['logprob']:.3f}" if r["logprob"] is not None else "none"
-        text = "(empty)" if r["text"] == "" else repr(r["text"]) if r["text"] is not None else "(none found)"
-        print(f"{r['source'][:36]:<36} {r['method']:<15} {lp:>8} {cert:>9} {r['nodes']:>6} {r['wall_s']:>6.1f}  "
-              f"{text[:70]}")
+    top = df[df["rank"] == 0].sort_values("example_id", key=lambda ids: ids.astype(int), kind="stable")
+    for r in top.itertuples():
+        certifies = method_families.family(str(r.family)).certifies
+        cert = ("yes" if r.certified else f"NO (<={r.upper_bound:.2f})") if certifies else "-"
+        lp = "none" if pd.isna(r.logprob) else f"{r.logprob:.3f}"
+        text = "(none found)" if pd.isna(r.text) else "(empty)" if r.text == "" else repr(r.text)
+        print(f"{r.source[:36]:<36} {r.method:<15} {lp:>8} {cert:>9} {r.nodes:>6} {r.wall_s:>6.1f}  {text[:70]}")

@@ -33,12 +33,13 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import stats
+from analysis import methods, stats
 from analysis.conditional import largest_beam_sizes, likelihood_cost, method_summary, satisfies, win_rates
 from analysis.contamination import mode_rates, quality_by_setting
-from analysis.frames import CONFIG, ROWS_JSONL, ROWS_PARQUET, load_run
-from analysis.likelihood import MODE_METHOD
+from analysis.frames import CONFIG, ROWS_JSONL, ROWS_PARQUET, is_true, load_run, rows
+from analysis.likelihood import MODE_FAMILY
 from experiments.report import CALIBRATION, TOY, render_figures, summary_table
+from models.errors import InputError
 
 __all__ = ["EXPERIMENTS", "INSTALL_TEX", "N_BOOT", "PAIRED_BASELINE", "PLACEHOLDER", "build", "calibration_numbers",
            "conditional_latex", "definitions", "generate", "numbers", "summary_latex", "tex_escape", "tex_number"]
@@ -184,15 +185,13 @@ def _method_numbers(table: pd.DataFrame) -> Iterator[Number]:
 def _mode_numbers(df: pd.DataFrame) -> Iterator[Number]:
     """How often the certified exact mode is empty (Wilson CI), and the logistic fit of that on source length
     as the odds ratio per 10 source tokens (Wald CI, p-value); nothing where no exact search ran."""
-    from figures.style import is_true, rows
-
-    modes = rows(df, method=MODE_METHOD)
+    modes = rows(df, family=MODE_FAMILY)
     if modes.empty:
         return
     certified = modes[is_true(modes["certified"])]
     yield _number("certifiedmodes.n", len(certified), 0)
     rate = stats.rate_ci(certified, "empty", by=None).iloc[0]
-    yield from _interval("certifiedmodes.empty", 100 * rate["rate"], 100 * rate["lo"], 100 * rate["hi"])
+    yield from _interval("certifiedmodes.empty", 100 * rate["value"], 100 * rate["lo"], 100 * rate["hi"])
     if "source_tokens" not in df.columns:
         return
     try:
@@ -267,14 +266,14 @@ def _conditional_numbers(df: pd.DataFrame) -> Iterator[Number]:
                              r["hi"], digits=2)
     for model, k in largest_beam_sizes(df).items():
         wins = 100 * win_rates(df, model=model, beam_size=k)
-        method = f"conditional_beam{k}"
+        method = methods.label("conditional_beam", {"beam_size": k})
         for other in wins.columns.drop(method):
             yield _number(f"{_slug(model)}.k{k}.wins.{other}", wins.loc[method, other], 0)
             yield _number(f"{_slug(model)}.k{k}.losses.{other}", wins.loc[other, method], 0)
     exact = df[(df["method"] == "exact") & (df["rank"] == 0)].assign(lacks=lambda d: ~satisfies(d))
     for column, key in (("copy_near", "copy"), ("lacks", "lacksa")):
         for r in stats.rate_ci(exact, column, by="model").to_dict("records"):
-            yield from _interval(f"{_slug(r['model'])}.exact.{key}", 100 * r["rate"], 100 * r["lo"], 100 * r["hi"])
+            yield from _interval(f"{_slug(r['model'])}.exact.{key}", 100 * r["value"], 100 * r["lo"], 100 * r["hi"])
 
 
 def calibration_numbers(calibration: pd.DataFrame) -> Iterator[Number]:
@@ -293,8 +292,6 @@ def calibration_numbers(calibration: pd.DataFrame) -> Iterator[Number]:
 def conditional_latex(df: pd.DataFrame) -> str:
     """The conditional table: per model, every method at the largest beam size and the exact searches, with the
     share of outputs with A, degenerate outputs, mean log-likelihood, BLEU and the time relative to beam search."""
-    from figures.style import method_label
-
     summary = method_summary(df, n_boot=N_BOOT)
     largest = largest_beam_sizes(df)
     keep = summary[summary["beam_size"].isna() | (summary["beam_size"] == summary["model"].map(largest))]
@@ -304,11 +301,11 @@ def conditional_latex(df: pd.DataFrame) -> str:
         return value if value == "--" else (f"{value} [{tex_number(scale * r[f'{column}_lo'], digits)}, "
                                             f"{tex_number(scale * r[f'{column}_hi'], digits)}]")
 
-    rows = [{"model": tex_escape(r["model"]), "method": tex_escape(method_label(r["method"])),
+    records = [{"model": tex_escape(r["model"]), "method": tex_escape(methods.display(r["family"], r["beam_size"])),
              r"A holds \%": ci(r, "attribute_holds", 100), r"degenerate \%": ci(r, "degenerate", 100),
              "log-likelihood": ci(r, "logprob"), "BLEU": ci(r, "bleu"),
              "time / beam": ci(r, "time_vs_beam", digits=2)} for r in keep.to_dict("records")]
-    cells = pd.DataFrame(rows)
+    cells = pd.DataFrame(records)
     return cells.style.hide(axis="index").to_latex(hrules=True, column_format="ll" + "r" * (len(cells.columns) - 2))
 
 
@@ -329,7 +326,7 @@ def contamination_latex(df: pd.DataFrame) -> str:
     their predictions, beam BLEU and reference perplexity."""
     rates = mode_rates(df)
     quality = quality_by_setting(df, n_boot=N_BOOT).set_index(["noise", "epsilon"])
-    rows = []
+    records = []
     for (noise, eps), group in rates.groupby(["noise", "epsilon"], sort=False):
         by_d = group.set_index("degenerate_output")
         q = quality.loc[(noise, eps)]
@@ -343,8 +340,8 @@ def contamination_latex(df: pd.DataFrame) -> str:
         row["certified"] = f"{int(group['n'].iloc[0])}/{int(group['n'].iloc[0] + group['uncertified'].iloc[0])}"
         row["BLEU"] = f"{tex_number(q['bleu'])} [{tex_number(q['bleu_lo'])}, {tex_number(q['bleu_hi'])}]"
         row["perplexity"] = tex_number(q["perplexity"], 2)
-        rows.append(row)
-    cells = pd.DataFrame(rows)
+        records.append(row)
+    cells = pd.DataFrame(records)
     return cells.style.hide(axis="index").to_latex(hrules=True, column_format="ll" + "r" * (len(cells.columns) - 2))
 
 
@@ -378,11 +375,11 @@ def _cells(table: pd.DataFrame, column: str) -> list[str]:
             for v, lo, hi in zip(text(column), text(f"{column} lo"), text(f"{column} hi"), strict=True)]
 
 
-def summary_latex(table: pd.DataFrame) -> str:
-    """``summary_table`` as a booktabs tabular without float or caption: one row per method, "value [lo, hi]"."""
-    from figures.style import method_label
-
-    cells = pd.DataFrame({"method": [tex_escape(method_label(m)) for m in table["method"]]})
+def summary_latex(table: pd.DataFrame, df: pd.DataFrame) -> str:
+    """``summary_table`` of the rows ``df`` as a booktabs tabular without float or caption: one row per method,
+    "value [lo, hi]"."""
+    of = methods.keys(df)
+    cells = pd.DataFrame({"method": [tex_escape(methods.display(*of[m])) for m in table["method"]]})
     for column in table.columns:
         if column != "method" and not column.endswith((" lo", " hi")):
             cells[column] = _cells(table, column)
@@ -431,8 +428,8 @@ def generate(results: Path, paper_dir: Path) -> Path:
         config = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
         table = summary_table(df, n_boot=N_BOOT)
         figures = render_figures(run_dir, df, out / experiment)
-        table_path.write_text(contamination_latex(df) if "noise" in df.columns
-                              else conditional_latex(df) if "attribute_holds" in df.columns else summary_latex(table))
+        table_path.write_text(contamination_latex(df) if "noise" in df.columns else conditional_latex(df)
+                              if "attribute_holds" in df.columns else summary_latex(table, df))
         frames.append(numbers(experiment, df, table, config))
         for name, extra in ((TOY, toy_numbers), (CALIBRATION, calibration_numbers)):
             if (run_dir / name).is_file():
@@ -452,7 +449,7 @@ def _latexmk(paper_dir: Path) -> Path:
         log = paper_dir / "paper.log"
         text = log.read_text(errors="replace") if log.is_file() else done.stdout + done.stderr
         print("\n".join(text.splitlines()[-LOG_LINES:]))
-        raise SystemExit(f"latexmk failed (exit {done.returncode}); the last {LOG_LINES} lines of "
+        raise InputError(f"latexmk failed (exit {done.returncode}); the last {LOG_LINES} lines of "
                          f"{log if log.is_file() else 'its output'} are above")
     return paper_dir / "paper.pdf"
 
@@ -462,7 +459,7 @@ def build(results: Path | None = None, *, paper_dir: Path = Path("paper"), pdf: 
     latexmk is installed, build ``paper_dir/paper.pdf``. Returns the PDF, or the generated folder when none was
     built; a missing latexmk is not an error (the message says how to install TeX)."""
     if not (paper_dir / "paper.tex").is_file():
-        raise SystemExit(f"no paper.tex in {paper_dir.resolve()}: run `lq paper` from the repository root")
+        raise InputError(f"no paper.tex in {paper_dir.resolve()}: run `lq paper` from the repository root")
     generated = generate(paper_dir / "results" if results is None else results, paper_dir)
     if not pdf:
         return generated

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import stats
+from analysis import methods, stats
 from analysis.conditional import satisfies
 from analysis.frames import consolidate, load_run
 from analysis.quality import signatures
@@ -28,9 +28,7 @@ CALIBRATION = "calibration.parquet"
 
 def summary_table(df: pd.DataFrame, *, n_boot: int = 1000) -> pd.DataFrame:
     """One row per method (per model and method when the run has several models) over rank-0 rows: value and CI
-    columns for each metric, methods in the figures' order."""
-    from figures.style import method_order
-
+    columns for each metric, methods in table order (``analysis.methods.order``)."""
     top = df[df["rank"] == 0].copy()
     top["wall_s"] = top["wall_s"].astype(float)
     keys = ["model", "method"] if top["model"].nunique() > 1 else ["method"]
@@ -45,12 +43,12 @@ def summary_table(df: pd.DataFrame, *, n_boot: int = 1000) -> pd.DataFrame:
         "search error %": stats.rate_ci(top, "search_error", by=keys),
         "certified %": stats.rate_ci(top, "certified", by=keys),
     }
-    order = {m: i for i, m in enumerate(method_order(top["method"].unique()))}
+    order = {m: i for i, m in enumerate(methods.order(top))}
     out = top.groupby(keys, sort=False)["example_id"].nunique().rename("n").reset_index()
     out = out.sort_values(keys, key=lambda col: col.map(order) if col.name == "method" else col).reset_index(drop=True)
     for name, table in parts.items():
         scale = 100.0 if name.endswith("%") else 1.0
-        value = table["rate" if "rate" in table else "value"]
+        value = table["value"]
         table = table[keys].assign(**{name: value * scale, f"{name} lo": table["lo"] * scale,
                                       f"{name} hi": table["hi"] * scale})
         out = out.merge(table, on=keys, how="left")

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from analysis.frames import CONFIG, ROWS_JSONL
+from models.errors import ConfigError
 
 
 def environment() -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("likelihood-quality", "torch", "transformers", "numpy", "pandas", "sacrebleu"):
         try:
             versions[dist] = metadata.version(dist)
@@ -48,7 +49,7 @@ class RunDir:
         if config_path.exists():
             previous = json.loads(config_path.read_text())
             if previous["config"] != config:
-                raise SystemExit(f"{self.path} holds a run with a different config; use another --out to start a "
+                raise ConfigError(f"{self.path} holds a run with a different config; use another --out to start a "
                                  f"new run (differences: {_diff(previous['config'], config)})")
             self.run_id = previous["run_id"]
         else:

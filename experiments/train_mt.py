@@ -30,7 +30,7 @@ def main(cfg: TrainMTConfig, out: Path | None = None, *, limit: int | None = Non
          argv: list[str] | None = None) -> Path:
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from experiments.data import load_corpus
+    from experiments.corpora import load_corpus
     from models import cache_dir
     from models.mt import train
 

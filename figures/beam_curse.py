@@ -16,26 +16,28 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis import stats
+from analysis import frames, methods, stats
 from figures import style
 
-__all__ = ["missing", "plot"]
+__all__ = ["REQUIRES", "draw", "plot"]
 
-_COLUMNS = ("method", "rank", "bleu_stats", "empty", "logprob", "certified", "example_id")
+_COLUMNS = ("method", "family", "beam_size", "rank", "bleu_stats", "empty", "logprob", "certified", "example_id")
 _EXACT = ("exact", "exact_nonempty")
 
 
 def _exact_rows(df: pd.DataFrame) -> pd.DataFrame:
-    exact = style.rows(df)
-    return exact[exact["method"].isin(_EXACT) & style.is_true(exact["certified"])]
+    exact = frames.rows(df)
+    return exact[exact["family"].isin(_EXACT) & frames.is_true(exact["certified"])]
 
 
-def missing(df: pd.DataFrame) -> str | None:
-    """Why ``df`` cannot be drawn (no beam rows, or missing columns), or None."""
-    reason = style.missing_columns(df, _COLUMNS) or style.single_setting(df)
-    if reason is None and style.beam_rows(df).empty:
-        reason = "no rank-0 rows of a method named beam<k>"
-    return reason
+def _unusable(df: pd.DataFrame) -> str | None:
+    """Why ``df``'s rows cannot be drawn (no beam search rows with references to score), or None."""
+    beams = style.beam_rows(df)
+    if beams.empty:
+        return "no rank-0 rows of beam search"
+    if beams["bleu_stats"].isna().all():
+        return "no references to score the beams' BLEU against"
+    return None
 
 
 def _panels(df: pd.DataFrame, group: str) -> dict[str, pd.DataFrame]:
@@ -44,7 +46,7 @@ def _panels(df: pd.DataFrame, group: str) -> dict[str, pd.DataFrame]:
     rate = stats.rate_ci(df, "empty", by=by)
     return {
         "bleu": stats.corpus_ci(df[df["bleu_stats"].notna()], "bleu", by=by),
-        "empty": rate.assign(value=100 * rate["rate"], lo=100 * rate["lo"], hi=100 * rate["hi"]),
+        "empty": rate.assign(value=100 * rate["value"], lo=100 * rate["lo"], hi=100 * rate["hi"]),
         "logprob": stats.corpus_ci(df, "logprob", by=by),
     }
 
@@ -53,16 +55,13 @@ def _errorbar(ax: Axes, x: float, row: pd.DataFrame, **kwargs: Any) -> None:
     style.errorbar(ax, [x], row["value"], row["lo"], row["hi"], **kwargs)
 
 
-def plot(df: pd.DataFrame) -> Figure:
+def draw(df: pd.DataFrame) -> Figure:
     """Corpus BLEU, empty outputs (%) and mean log-probability (nats) against beam size, exact mode as reference."""
-    reason = missing(df)
-    if reason:
-        raise ValueError(f"cannot plot the beam curse: {reason}")
     beams = style.beam_rows(df)
     exact = _exact_rows(df)
-    greedy = style.rows(df, method="greedy")
+    greedy = frames.rows(df, family="greedy")
     beam_panels = _panels(beams, "beam_size")
-    exact_panels = _panels(exact, "method") if not exact.empty else {}
+    exact_panels = _panels(exact, "family") if not exact.empty else {}
     greedy_panels = _panels(greedy, "method") if not greedy.empty else {}
     sizes = sorted(beams["beam_size"].unique())
     titles = {"bleu": "corpus BLEU", "empty": "empty outputs (%)", "logprob": "mean log-probability (nats)"}
@@ -72,17 +71,17 @@ def plot(df: pd.DataFrame) -> Figure:
         for ax, (panel, label) in zip(axes, titles.items(), strict=True):
             curve = beam_panels[panel].sort_values("beam_size")
             ks = curve["beam_size"].to_numpy(dtype=float)
-            ax.plot(ks, curve["value"], color=style.method_color("beam4"), lw=1.0, zorder=1)
+            ax.plot(ks, curve["value"], color=style.method_color("beam", 4), lw=1.0, zorder=1)
             for k in ks:
                 _errorbar(ax, k, curve[curve["beam_size"] == k], fmt="o",
-                          color=style.method_color(f"beam{int(k)}"), zorder=2)
+                          color=style.method_color("beam", k), zorder=2)
             if panel in greedy_panels:
                 _errorbar(ax, style.GREEDY_K, greedy_panels[panel], fmt="s", mfc="none",
                           color=style.method_color("greedy"), label="greedy", zorder=3)
-            lines = exact_panels[panel].set_index("method") if exact_panels else pd.DataFrame()
-            for method in style.method_order(lines.index):
-                line, color = lines.loc[method], style.method_color(method)
-                ax.axhline(line["value"], color=color, ls="--", lw=1.0, label=f"{style.method_label(method)} mode")
+            lines = exact_panels[panel].set_index("family") if exact_panels else pd.DataFrame()
+            for family in (f for f in methods.FAMILIES if f in lines.index):
+                line, color = lines.loc[family], style.method_color(family)
+                ax.axhline(line["value"], color=color, ls="--", lw=1.0, label=f"{methods.display(family)} mode")
                 ax.axhspan(line["lo"], line["hi"], color=color, alpha=0.12, lw=0)
             style.beam_axis(ax, sizes)
             ax.set_ylabel(label)
@@ -90,6 +89,10 @@ def plot(df: pd.DataFrame) -> Figure:
         if n := style.n_uncertified(df):
             note += f"; exact: {n} uncertified excluded"
         handles, labels = axes[0].get_legend_handles_labels()
-        beam_handle = Line2D([], [], color=style.method_color("beam4"), marker="o", lw=1.0)
+        beam_handle = Line2D([], [], color=style.method_color("beam", 4), marker="o", lw=1.0)
         fig.legend([beam_handle, *handles], [note, *labels], loc="outside upper center", ncols=len(handles) + 1)
     return fig
+
+
+REQUIRES = style.Requires("the beam curse", _COLUMNS, rows=_unusable)
+plot = REQUIRES.plot(draw)

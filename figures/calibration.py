@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from figures import style
 
-__all__ = ["missing", "plot"]
+__all__ = ["REQUIRES", "draw", "plot"]
 
 _COLUMNS = ("model", "attribute", "table", "ece", "held_out_accuracy", "n", "mean_q", "positive_rate", "position",
             "accuracy")
@@ -30,19 +30,15 @@ _ROW_HEIGHT_IN = 2.1
 _LEGEND_HEIGHT_IN = 0.4
 
 
-def missing(df: pd.DataFrame) -> str | None:
-    """Why the calibration table ``df`` cannot be drawn, or None."""
-    reason = style.missing_columns(df, _COLUMNS)
-    if reason is None and not (df["table"] == "reliability").any():
-        reason = "no reliability rows"
-    return reason
+def _unusable(df: pd.DataFrame) -> str | None:
+    """Why the calibration table ``df``'s rows cannot be drawn, or None."""
+    if not (df["table"] == "reliability").any():
+        return "no reliability rows"
+    return None
 
 
-def plot(df: pd.DataFrame) -> Figure:
+def draw(df: pd.DataFrame) -> Figure:
     """Per model: reliability diagram (observed vs predicted) and held-out accuracy (%) by prefix position."""
-    reason = missing(df)
-    if reason:
-        raise ValueError(f"cannot plot the classifier calibration: {reason}")
     models = sorted(df.loc[df["table"] == "reliability", "model"].unique())
     with style.paper():
         fig = Figure(figsize=(style.DOUBLE_COLUMN_IN, _ROW_HEIGHT_IN * len(models) + _LEGEND_HEIGHT_IN),
@@ -78,3 +74,7 @@ def plot(df: pd.DataFrame) -> Figure:
         more, more_labels = fig.axes[1].get_legend_handles_labels()
         fig.legend([*handles, *more], [*labels, *more_labels], loc="outside lower center", ncols=4)
     return fig
+
+
+REQUIRES = style.Requires("the classifier calibration", _COLUMNS, scope="any", rows=_unusable)
+plot = REQUIRES.plot(draw)

@@ -18,11 +18,11 @@ from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
-from analysis import stats
+from analysis import frames, methods, stats
 from analysis.conditional import BEAM_FAMILIES, satisfies
 from figures import style
 
-__all__ = ["missing", "plot"]
+__all__ = ["REQUIRES", "draw", "plot"]
 
 _COLUMNS = ("model", "dataset", "example_id", "method", "family", "beam_size", "rank", "logprob", "attribute_holds",
             "certified", "n_tokens", "bleu_stats")
@@ -30,30 +30,29 @@ _EXACT = "exact_conditional"
 _NUDGE = 1.07
 """Ratio between neighbouring families' x positions on the log k axis."""
 _MARKERS = ("o", "s", "^", "v", "D", "P")
-_FAMILY_LABELS = {style.method_label(family): i for i, family in enumerate(BEAM_FAMILIES)}
+_FAMILY_LABELS = {methods.display(family): i for i, family in enumerate(BEAM_FAMILIES)}
 _ROW_HEIGHT_IN = 1.9
 _LEGEND_HEIGHT_IN = 0.7
 
 
 def _beam_family_rows(df: pd.DataFrame) -> pd.DataFrame:
     """The rank-0 rows of the beam families with a beam size, ``beam_size`` as int."""
-    top = style.rows(df)
-    k = style.numeric(top["beam_size"])
+    top = frames.rows(df)
+    k = frames.numeric(top["beam_size"])
     keep = (top["family"].isin(BEAM_FAMILIES) & ~np.isnan(k)).to_numpy()
     return top[keep].assign(beam_size=k[keep].astype(int))
 
 
-def missing(df: pd.DataFrame) -> str | None:
-    """Why ``df`` cannot be drawn (not a conditional run, or no beam rows), or None."""
-    reason = style.missing_columns(df, _COLUMNS) or style.one_dataset_per_model(df)
-    if reason is None and _beam_family_rows(df).empty:
-        reason = f"no rank-0 rows of the beam families {list(BEAM_FAMILIES)} with a beam size"
-    return reason
+def _unusable(df: pd.DataFrame) -> str | None:
+    """Why ``df``'s rows cannot be drawn (not a conditional run, or no beam rows), or None."""
+    if _beam_family_rows(df).empty:
+        return f"no rank-0 rows of the beam families {list(BEAM_FAMILIES)} with a beam size"
+    return None
 
 
 def _family_color(family: str) -> str:
     # plain beam in its darkest shade: the lighter ones are close to the non-empty beam's sky blue
-    return style.method_color(f"beam{style.BEAM_K_MAX}" if family == "beam" else family)
+    return style.method_color(family, style.BEAM_K_MAX)
 
 
 def _panels(rows: pd.DataFrame, by: tuple[str, ...], with_bleu: bool) -> dict[str, pd.DataFrame]:
@@ -61,7 +60,7 @@ def _panels(rows: pd.DataFrame, by: tuple[str, ...], with_bleu: bool) -> dict[st
     lacks = stats.rate_ci(rows.assign(lacks=~satisfies(rows)), "lacks", by=by)
     third = (stats.corpus_ci(rows, "bleu", by=by) if with_bleu
              else stats.corpus_ci(rows, "n_tokens", by=by))
-    return {"lacks": lacks.assign(value=100 * lacks["rate"], lo=100 * lacks["lo"], hi=100 * lacks["hi"]),
+    return {"lacks": lacks.assign(value=100 * lacks["value"], lo=100 * lacks["lo"], hi=100 * lacks["hi"]),
             "logprob": stats.corpus_ci(rows, "logprob", by=by), "third": third}
 
 
@@ -79,7 +78,7 @@ def _draw_model(row: SubFigure, df: pd.DataFrame, model: str, several: bool) -> 
     beams = _beam_family_rows(df[df["model"] == model])
     with_bleu = bool(beams["bleu_stats"].notna().any())
     curves = _panels(beams, ("family", "beam_size"), with_bleu)
-    exact = style.rows(df[df["model"] == model], method=_EXACT)
+    exact = frames.rows(df[df["model"] == model], family=_EXACT)
     exact = exact[exact["example_id"].isin(set(beams["example_id"]))]
     lines = _panels(exact, ("family",), with_bleu) if not exact.empty else {}
     families = [f for f in BEAM_FAMILIES if f in set(beams["family"])]
@@ -89,9 +88,9 @@ def _draw_model(row: SubFigure, df: pd.DataFrame, model: str, several: bool) -> 
             x = curve["beam_size"].to_numpy(dtype=float) * _NUDGE ** (i - (len(families) - 1) / 2)
             style.errorbar(ax, x, curve["value"], curve["lo"], curve["hi"], fmt="-",
                            marker=_MARKERS[BEAM_FAMILIES.index(family) % len(_MARKERS)],
-                           color=_family_color(family), label=style.method_label(family), zorder=2)
+                           color=_family_color(family), label=methods.display(family), zorder=2)
         if panel in lines and panel != "lacks":  # the exact conditional mode has A by construction
-            certified = int(style.is_true(exact["certified"]).sum())
+            certified = int(frames.is_true(exact["certified"]).sum())
             whose = f", {model}" if several else ""
             _reference(ax, lines[panel], f"exact conditional mode{whose} (certified on {certified}/{len(exact)})")
         style.beam_axis(ax, sorted(beams["beam_size"].unique()))
@@ -103,11 +102,8 @@ def _draw_model(row: SubFigure, df: pd.DataFrame, model: str, several: bool) -> 
     row.suptitle(f"{model}{attribute} ({beams['example_id'].nunique()} sources, 95% CI)", fontsize=8)
 
 
-def plot(df: pd.DataFrame) -> Figure:
+def draw(df: pd.DataFrame) -> Figure:
     """Outputs lacking A (%), mean log-likelihood (nats) and BLEU (or length) against k, one row per model."""
-    reason = missing(df)
-    if reason:
-        raise ValueError(f"cannot plot conditional beam search: {reason}")
     models = sorted(_beam_family_rows(df)["model"].unique())
     with style.paper():
         fig = Figure(figsize=(style.DOUBLE_COLUMN_IN, _ROW_HEIGHT_IN * len(models) + _LEGEND_HEIGHT_IN),
@@ -123,3 +119,7 @@ def plot(df: pd.DataFrame) -> Figure:
         labels = sorted(legend, key=lambda label: (label not in _FAMILY_LABELS, _FAMILY_LABELS.get(label, 0), label))
         fig.legend([legend[label] for label in labels], labels, loc="outside lower center", ncols=4)
     return fig
+
+
+REQUIRES = style.Requires("conditional beam search", _COLUMNS, scope="per_model", rows=_unusable)
+plot = REQUIRES.plot(draw)

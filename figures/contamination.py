@@ -10,22 +10,23 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis import frames
 from analysis.contamination import mode_rates, quality_by_setting
 from figures import style
 
-__all__ = ["missing", "plot"]
+__all__ = ["REQUIRES", "draw", "plot"]
 
-_COLUMNS = ("noise", "epsilon", "method", "rank", "certified", "n_tokens", "copy_exact", "empty_logprob",
+_COLUMNS = ("noise", "epsilon", "family", "rank", "certified", "n_tokens", "copy_exact", "empty_logprob",
             "copy_logprob", "reference_logprob", "reference_tokens", "bleu_stats")
 NOISE_COLORS = {"empty": "#D55E00", "copy": "#0072B2"}
 LINTHRESH = 1e-3
 
 
-def missing(df: pd.DataFrame) -> str | None:
-    reason = style.missing_columns(df, _COLUMNS)
-    if reason is None and not (style.rows(df, method="exact")["certified"].fillna(False).astype(bool)).any():
-        reason = "no certified exact modes"
-    return reason
+def _unusable(df: pd.DataFrame) -> str | None:
+    """Why the rows cannot be drawn, or None."""
+    if not (frames.is_true(frames.rows(df, family="exact")["certified"])).any():
+        return "no certified exact modes"
+    return None
 
 
 def _with_control(table: pd.DataFrame, noise: str) -> pd.DataFrame:
@@ -33,11 +34,8 @@ def _with_control(table: pd.DataFrame, noise: str) -> pd.DataFrame:
     return table[table["noise"].isin([noise, "none"])].sort_values("epsilon")
 
 
-def plot(df: pd.DataFrame) -> Figure:
+def draw(df: pd.DataFrame) -> Figure:
     """Degenerate-mode share and beam quality against the contamination rate eps."""
-    reason = missing(df)
-    if reason:
-        raise ValueError(f"cannot plot contamination: {reason}")
     rates = mode_rates(df)
     quality = quality_by_setting(df)
     noises = [n for n in NOISE_COLORS if n in set(df["noise"])]
@@ -75,3 +73,7 @@ def plot(df: pd.DataFrame) -> Figure:
         fig.legend([h for hs, _ in entries for h in hs], [lb for _, lbs in entries for lb in lbs],
                    loc="outside lower center", ncols=3)
     return fig
+
+
+REQUIRES = style.Requires("contamination", _COLUMNS, scope="any", rows=_unusable)
+plot = REQUIRES.plot(draw)

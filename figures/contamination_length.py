@@ -9,41 +9,38 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import stats
+from analysis import frames, stats
 from figures import style
 
-__all__ = ["missing", "plot"]
+__all__ = ["REQUIRES", "draw", "plot"]
 
-_COLUMNS = ("noise", "epsilon", "method", "rank", "certified", "n_tokens", "source_tokens")
+_COLUMNS = ("noise", "epsilon", "family", "rank", "certified", "n_tokens", "source_tokens")
 BINS = 4
 
 
 def _exact(df: pd.DataFrame) -> pd.DataFrame:
     """Rank-0 exact rows of the empty-noise models and the clean control."""
-    exact = style.rows(df, method="exact")
+    exact = frames.rows(df, family="exact")
     return exact[exact["noise"].isin(["none", "empty"])]
 
 
 def _modes(df: pd.DataFrame) -> pd.DataFrame:
     exact = _exact(df)
-    exact = exact[style.is_true(exact["certified"])]
-    return exact.assign(empty=style.numeric(exact["n_tokens"]) == 0)
+    exact = exact[frames.is_true(exact["certified"])]
+    return exact.assign(empty=frames.numeric(exact["n_tokens"]) == 0)
 
 
-def missing(df: pd.DataFrame) -> str | None:
-    reason = style.missing_columns(df, _COLUMNS)
-    if reason is None and _modes(df)["source_tokens"].nunique() < 2:
-        reason = "fewer than two source lengths among certified exact modes of the empty-noise models"
-    return reason
+def _unusable(df: pd.DataFrame) -> str | None:
+    """Why the rows cannot be drawn, or None."""
+    if _modes(df)["source_tokens"].nunique() < 2:
+        return "fewer than two source lengths among certified exact modes of the empty-noise models"
+    return None
 
 
-def plot(df: pd.DataFrame) -> Figure:
+def draw(df: pd.DataFrame) -> Figure:
     """Empty-mode share by source-length bin, one line per eps."""
-    reason = missing(df)
-    if reason:
-        raise ValueError(f"cannot plot contamination by length: {reason}")
     modes = _modes(df)
-    lengths = style.numeric(modes["source_tokens"])
+    lengths = frames.numeric(modes["source_tokens"])
     edges = np.unique(np.quantile(lengths, np.linspace(0, 1, BINS + 1)))
     modes = modes.assign(bin=np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, len(edges) - 2))
     mids = {b: lengths[modes["bin"].to_numpy() == b].mean() for b in modes["bin"].unique()}
@@ -55,7 +52,7 @@ def plot(df: pd.DataFrame) -> Figure:
         fig, (ax,) = style.new_figure(1, width="single", height=2.4)
         for eps, shade in zip(epsilons, shades, strict=True):
             t = table[table["epsilon"] == eps].sort_values("x")
-            style.errorbar(ax, t["x"], 100 * t["rate"], 100 * t["lo"], 100 * t["hi"], fmt="o-",
+            style.errorbar(ax, t["x"], 100 * t["value"], 100 * t["lo"], 100 * t["hi"], fmt="o-",
                            color=(0.84 * shade, 0.37 * shade, 0.0), label=f"ε = {eps:g}")
         ax.set_xlabel("source length (tokens, quartile-bin mean)")
         ax.set_ylabel("certified exact modes that are empty (%)")
@@ -64,3 +61,7 @@ def plot(df: pd.DataFrame) -> Figure:
         ax.legend(title=f"empty noise, {n} sources" + (f"; {uncertified} uncertified excluded" if uncertified else ""),
                   loc="upper left")
     return fig
+
+
+REQUIRES = style.Requires("contamination by length", _COLUMNS, scope="any", rows=_unusable)
+plot = REQUIRES.plot(draw)

@@ -18,10 +18,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis import theory
+from analysis import frames, theory
 from figures import style
 
-__all__ = ["REFERENCE_NOISE_SUPPORTS", "missing", "plot"]
+__all__ = ["REFERENCE_NOISE_SUPPORTS", "REQUIRES", "draw", "plot"]
 
 _COLUMNS = ("kind", "min_entropy", "noise_max_prob", "eps", "mode_is_degenerate", "predicted_degenerate",
             "certified")
@@ -34,15 +34,14 @@ _KIND_LABELS = {"iid": "i.i.d. tokens", "tabular": "random table", "ngram": "big
 
 
 def _certified(df: pd.DataFrame) -> pd.DataFrame:
-    return df[style.is_true(df["certified"])]
+    return df[frames.is_true(df["certified"])]
 
 
-def missing(df: pd.DataFrame) -> str | None:
+def _unusable(df: pd.DataFrame) -> str | None:
     """Why ``df`` (a ``toy_check`` table) cannot be drawn, or None."""
-    reason = style.missing_columns(df, _COLUMNS)
-    if reason is None and _certified(df).empty:
-        reason = "no certified toy mixtures"
-    return reason
+    if _certified(df).empty:
+        return "no certified toy mixtures"
+    return None
 
 
 def _noise_label(q: float) -> str:
@@ -52,11 +51,8 @@ def _noise_label(q: float) -> str:
     return f"noise uniform on {n:,} outputs" if np.isclose(n * q, 1) else f"noise with max mass {q:.3g}"
 
 
-def plot(df: pd.DataFrame) -> Figure:
+def draw(df: pd.DataFrame) -> Figure:
     """eps* (log scale) against population min-entropy (nats): closed-form curves, toy mixtures as points."""
-    reason = missing(df)
-    if reason:
-        raise ValueError(f"cannot plot the critical epsilon: {reason}")
     points = _certified(df)
     qs = sorted(set(points["noise_max_prob"].astype(float)), reverse=True)
     qs += [1 / n for n in REFERENCE_NOISE_SUPPORTS if not np.isclose(qs, 1 / n).any()]
@@ -70,10 +66,10 @@ def plot(df: pd.DataFrame) -> Figure:
                     ls="-" if q in set(points["noise_max_prob"]) else "--")
         for kind, group in points.groupby("kind", sort=True):
             for q, by_q in group.groupby("noise_max_prob"):
-                degenerate = style.is_true(by_q["mode_is_degenerate"])
+                degenerate = frames.is_true(by_q["mode_is_degenerate"])
                 ax.scatter(by_q["min_entropy"], by_q["eps"], marker=_MARKERS.get(str(kind), "D"), s=14, lw=0.7,
                            edgecolors=colors[q], facecolors=np.where(degenerate, colors[q], "white"), zorder=3)
-        wrong = points[style.is_true(points["mode_is_degenerate"]) != style.is_true(points["predicted_degenerate"])]
+        wrong = points[frames.is_true(points["mode_is_degenerate"]) != frames.is_true(points["predicted_degenerate"])]
         if len(wrong):
             ax.scatter(wrong["min_entropy"], wrong["eps"], marker="x", s=30, color="#D00000", zorder=4,
                        label=f"search disagrees with theory ({len(wrong)})")
@@ -81,7 +77,7 @@ def plot(df: pd.DataFrame) -> Figure:
         handles += [Line2D([], [], ls="", marker=_MARKERS.get(str(k), "D"), color="0.4", mfc="white",
                            label=_KIND_LABELS.get(str(k), str(k))) for k in sorted(set(points["kind"]))]
         solved = "exact mode degenerate (filled) / proper (hollow)"
-        if n := int((~style.is_true(df["certified"])).sum()):
+        if n := int((~frames.is_true(df["certified"])).sum()):
             solved += f", {n} uncertified excluded"
         handles.append(Line2D([], [], ls="", marker="o", color="0.4", label=solved))
         ax.set_yscale("log")
@@ -89,3 +85,7 @@ def plot(df: pd.DataFrame) -> Figure:
         ax.set_ylabel("noise weight $\\epsilon$ (curves: $\\epsilon^*$)")
         fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=6)
     return fig
+
+
+REQUIRES = style.Requires("the critical epsilon", _COLUMNS, scope="any", rows=_unusable)
+plot = REQUIRES.plot(draw)

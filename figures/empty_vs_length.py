@@ -15,39 +15,35 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import stats
+from analysis import frames, stats
 from figures import style
 
-__all__ = ["missing", "plot"]
+__all__ = ["REQUIRES", "draw", "plot"]
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = ("method", "rank", "certified", "empty", "source_tokens")
+_COLUMNS = ("family", "rank", "certified", "empty", "source_tokens")
 BINS = 8
 """At most this many source-length bins (fewer when sources have fewer distinct lengths)."""
 
 
 def _modes(df: pd.DataFrame) -> pd.DataFrame:
     """Certified exact modes with a known emptiness, ``empty`` as bool and ``source_tokens`` as float."""
-    modes = style.rows(df, method="exact")
-    modes = modes[style.is_true(modes["certified"]) & modes["empty"].notna()]
-    modes = modes.assign(empty=modes["empty"].astype(bool), source_tokens=style.numeric(modes["source_tokens"]))
+    modes = frames.rows(df, family="exact")
+    modes = modes[frames.is_true(modes["certified"]) & modes["empty"].notna()]
+    modes = modes.assign(empty=modes["empty"].astype(bool), source_tokens=frames.numeric(modes["source_tokens"]))
     return modes[modes["source_tokens"].notna()]
 
 
-def missing(df: pd.DataFrame) -> str | None:
-    """Why ``df`` cannot be drawn (no certified exact modes, missing columns), or None."""
-    reason = style.missing_columns(df, _COLUMNS) or style.single_setting(df)
-    if reason is None and len(_modes(df)) < 2:
-        reason = "fewer than 2 rank-0 certified exact rows with a source length"
-    return reason
+def _unusable(df: pd.DataFrame) -> str | None:
+    """Why ``df``'s rows cannot be drawn (no certified exact modes), or None."""
+    if len(_modes(df)) < 2:
+        return "fewer than 2 rank-0 certified exact rows with a source length"
+    return None
 
 
-def plot(df: pd.DataFrame) -> Figure:
+def draw(df: pd.DataFrame) -> Figure:
     """Share of sources whose certified exact mode is empty (%) against source length (tokens)."""
-    reason = missing(df)
-    if reason:
-        raise ValueError(f"cannot plot empty modes against source length: {reason}")
     modes = _modes(df)
     bins = pd.qcut(modes["source_tokens"], q=min(BINS, modes["source_tokens"].nunique()), labels=False,
                    duplicates="drop")
@@ -71,7 +67,7 @@ def plot(df: pd.DataFrame) -> Figure:
         label = f"binned sources (Wilson 95% CI), {len(modes)} certified"
         if n := style.n_uncertified(df):
             label += f", {n} uncertified excluded"
-        style.errorbar(ax, points["source_tokens"], 100 * points["rate"], 100 * points["lo"], 100 * points["hi"],
+        style.errorbar(ax, points["source_tokens"], 100 * points["value"], 100 * points["lo"], 100 * points["hi"],
                        fmt="o", color=color, mfc="white", label=label, zorder=3)
         ax.set_ylim(-3, 103)
         ax.set_yticks(np.arange(0, 101, 25))
@@ -79,3 +75,7 @@ def plot(df: pd.DataFrame) -> Figure:
         ax.set_ylabel("exact mode is empty (% of sources)")
         fig.legend(loc="outside upper center", title=fit_note, title_fontsize=6.5)
     return fig
+
+
+REQUIRES = style.Requires("empty modes against source length", _COLUMNS, rows=_unusable)
+plot = REQUIRES.plot(draw)

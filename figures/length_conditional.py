@@ -14,12 +14,12 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import stats
+from analysis import frames, stats
 from figures import style
 
-__all__ = ["missing", "plot"]
+__all__ = ["REQUIRES", "draw", "plot"]
 
-_COLUMNS = ("method", "example_id", "target_length", "reference_tokens", "logprob", "chrf", "certified")
+_COLUMNS = ("family", "example_id", "target_length", "reference_tokens", "logprob", "chrf", "certified")
 MIN_SOURCES = 3
 """Offsets with fewer sources are not drawn: their interval would say nothing."""
 
@@ -27,28 +27,24 @@ MIN_SOURCES = 3
 def _modes(df: pd.DataFrame) -> pd.DataFrame:
     """Certified length-conditional modes with ``offset`` = target_length - reference_tokens and ``sentence_chrf``
     (under its own name: ``chrf`` would mean corpus chrF to ``stats.corpus_ci``)."""
-    rows = style.rows(df, method="length_conditional", rank=None)
-    rows = rows.assign(offset=style.numeric(rows["target_length"]) - style.numeric(rows["reference_tokens"]),
-                       logprob=style.numeric(rows["logprob"]), sentence_chrf=style.numeric(rows["chrf"]))
-    return rows[style.is_true(rows["certified"]) & rows["offset"].notna() & rows["logprob"].notna()]
+    rows = frames.rows(df, family="length_conditional", rank=None)
+    rows = rows.assign(offset=frames.numeric(rows["target_length"]) - frames.numeric(rows["reference_tokens"]),
+                       logprob=frames.numeric(rows["logprob"]), sentence_chrf=frames.numeric(rows["chrf"]))
+    return rows[frames.is_true(rows["certified"]) & rows["offset"].notna() & rows["logprob"].notna()]
 
 
-def missing(df: pd.DataFrame) -> str | None:
-    """Why ``df`` cannot be drawn (no certified length-conditional modes, missing columns), or None."""
-    reason = style.missing_columns(df, _COLUMNS) or style.single_setting(df)
-    if reason is None and _modes(df)["example_id"].nunique() < MIN_SOURCES:
-        reason = f"fewer than {MIN_SOURCES} sources with certified length_conditional rows"
-    return reason
+def _unusable(df: pd.DataFrame) -> str | None:
+    """Why ``df``'s rows cannot be drawn (no certified length-conditional modes), or None."""
+    if _modes(df)["example_id"].nunique() < MIN_SOURCES:
+        return f"fewer than {MIN_SOURCES} sources with certified length_conditional rows"
+    return None
 
 
-def plot(df: pd.DataFrame) -> Figure:
+def draw(df: pd.DataFrame) -> Figure:
     """Mean log-probability (nats) and mean sentence chrF of the length-conditional modes against length offset."""
-    reason = missing(df)
-    if reason:
-        raise ValueError(f"cannot plot length-conditional modes: {reason}")
     modes = _modes(df)
-    searched = style.rows(df, method="length_conditional", rank=None)
-    n_excluded = int((searched["text"].notna() & ~style.is_true(searched["certified"])).sum())
+    searched = frames.rows(df, family="length_conditional", rank=None)
+    n_excluded = int((searched["text"].notna() & ~frames.is_true(searched["certified"])).sum())
     panels = {"logprob": "log-probability (nats)", "sentence_chrf": "chrF (sentence mean)"}
     color = style.method_color("length_conditional")
 
@@ -67,3 +63,7 @@ def plot(df: pd.DataFrame) -> Figure:
         title = f"{n_excluded} uncertified length-conditional modes excluded" if n_excluded else None
         fig.legend(handles, labels, loc="outside upper center", ncols=len(handles), title=title, title_fontsize=6.5)
     return fig
+
+
+REQUIRES = style.Requires("length-conditional modes", _COLUMNS, rows=_unusable)
+plot = REQUIRES.plot(draw)

@@ -40,17 +40,17 @@ FIGURES: dict[str, ModuleType] = {
     "conditional": conditional,
     "conditional_winrate": conditional_winrate,
 }
-"""name -> module with ``plot(df) -> Figure`` and ``missing(df) -> str | None`` (why it cannot be drawn)."""
+"""name -> module with ``REQUIRES`` (``figures.style.Requires``: what a table must hold) and ``draw(df) -> Figure``."""
 
 
 def render(df: pd.DataFrame, out_dir: Path | str) -> list[Path]:
     """Write ``<out_dir>/<name>.pdf`` and ``.png`` for every figure ``df`` supports; returns the paths written."""
     paths: list[Path] = []
     for name, module in FIGURES.items():
-        reason = module.missing(df)
+        reason = module.REQUIRES.missing(df)
         if reason:
             log.info("skipping figure %s: %s", name, reason)
             continue
-        paths += style.save(module.plot(df), Path(out_dir) / name)
+        paths += style.save(module.draw(df), Path(out_dir) / name)
         log.info("wrote figure %s", name)
     return paths

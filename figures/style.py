@@ -1,5 +1,5 @@
-"""The shared look of the paper figures (method order and colours, rc style, sizes, saving) and the row selections
-and table checks every figure makes.
+"""The shared look of the paper figures (method colours, rc style, sizes, saving) and the one preamble every figure
+has: ``Requires``, what a table must hold for the figure to be drawn.
 
 Colours follow the Okabe & Ito (2008) colour-blind-safe palette, one per method family; beam search of width k takes
 a shade of a sequential blue palette fixed on a log scale up to ``BEAM_K_MAX``, so beam k has the same colour in
@@ -12,11 +12,11 @@ every family has its own colour.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib as mpl
 import numpy as np
@@ -26,11 +26,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 from numpy.typing import ArrayLike
 
+from analysis.frames import is_true, rows
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 __all__ = [
-    "BEAM_K_MAX", "DOUBLE_COLUMN_IN", "FAMILY_COLORS", "GREEDY_K", "METHOD_ORDER", "PAPER_RC", "SINGLE_COLUMN_IN",
-    "beam_axis", "beam_rows", "beam_size", "errorbar", "is_true", "method_color", "method_label", "method_order",
-    "method_sort_key", "missing_columns", "n_uncertified", "new_figure", "numeric", "one_dataset_per_model", "paper",
-    "rows", "save", "single_setting",
+    "BEAM_K_MAX", "DOUBLE_COLUMN_IN", "FAMILY_COLORS", "GREEDY_K", "PAPER_RC", "SINGLE_COLUMN_IN", "Requires",
+    "beam_axis", "beam_rows", "errorbar", "method_color", "missing_columns", "n_uncertified", "new_figure", "paper",
+    "save",
 ]
 
 SINGLE_COLUMN_IN = 3.3
@@ -41,10 +45,6 @@ BEAM_K_MAX = 128
 GREEDY_K = 0.88
 """Where greedy search (beam k = 1) is drawn on a beam-size axis: just left of 1, so it does not hide beam k=1."""
 
-METHOD_ORDER = ("greedy", "beam", "beam_nonempty", "beam_min_len", "beam_truncated", "beam_filtered",
-                "conditional_beam", "exact", "exact_nonempty", "exact_conditional", "length_conditional", "sample")
-"""Method families in legend order; beams sort by k within their family."""
-
 FAMILY_COLORS = {
     "greedy": "#000000", "conditional_beam": "#009E73", "exact": "#D55E00", "exact_nonempty": "#E69F00",
     "length_conditional": "#CC79A7", "sample": "#999999",
@@ -52,9 +52,8 @@ FAMILY_COLORS = {
     "exact_conditional": "#000000",
 }
 _OTHER_COLOR = "#56B4E9"
-_FAMILY_RE = re.compile(r"^(beam|beam_nonempty|beam_min_len|beam_truncated|beam_filtered|conditional_beam)(\d+)?$")
 
-PAPER_RC = {
+PAPER_RC: dict[RcKeyType, Any] = {
     "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
     "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 9, "xtick.labelsize": 7, "ytick.labelsize": 7,
     "legend.fontsize": 7, "legend.frameon": False, "axes.spines.top": False, "axes.spines.right": False,
@@ -96,49 +95,13 @@ def save(fig: Figure, path_stem: Path | str) -> list[Path]:
     return paths
 
 
-def beam_size(method: str) -> int | None:
-    """k of a method named "beam<k>" (None for any other method)."""
-    m = _FAMILY_RE.match(method)
-    return int(m.group(2)) if m and m.group(1) == "beam" and m.group(2) else None
-
-
-def _family(method: str) -> tuple[str, int | None]:
-    m = _FAMILY_RE.match(method)
-    if m:
-        return m.group(1), int(m.group(2)) if m.group(2) else None
-    return method, None
-
-
-def method_color(method: str) -> str:
-    """The colour of ``method``: its family's, or for "beam<k>" a blue whose depth grows with log k."""
-    family, k = _family(method)
+def method_color(family: str, beam_size: Any = None) -> str:
+    """The colour of a method: its family's, or for plain beam search a blue whose depth grows with log k."""
     if family == "beam":
-        depth = math.log(min(k or 1, BEAM_K_MAX)) / math.log(BEAM_K_MAX)
+        k = 1 if beam_size is None or pd.isna(beam_size) else int(beam_size)
+        depth = math.log(min(k, BEAM_K_MAX)) / math.log(BEAM_K_MAX)
         return mpl.colors.to_hex(mpl.colormaps["Blues"](0.4 + 0.55 * depth))
     return FAMILY_COLORS.get(family, _OTHER_COLOR)
-
-
-def method_label(method: str) -> str:
-    """Legend text: "beam5" -> "beam k=5", "beam_nonempty5" -> "beam (non-empty) k=5", "exact_nonempty" -> "exact
-    non-empty"."""
-    family, k = _family(method)
-    names = {"exact_nonempty": "exact non-empty", "length_conditional": "length-conditional",
-             "conditional_beam": "conditional beam", "beam_nonempty": "beam (non-empty)",
-             "beam_min_len": "beam (min. length)", "beam_truncated": "beam (truncated)",
-             "beam_filtered": "beam (filtered by A)", "exact_conditional": "exact conditional"}
-    name = names.get(family, family)
-    return f"{name} k={k}" if k is not None else name
-
-
-def method_sort_key(method: str) -> tuple[int, int, str]:
-    family, k = _family(method)
-    order = METHOD_ORDER.index(family) if family in METHOD_ORDER else len(METHOD_ORDER)
-    return order, k or 0, method
-
-
-def method_order(methods: Iterable[str]) -> list[str]:
-    """Distinct methods in paper order: greedy, beams by k, conditional beams, exact, ..., then others by name."""
-    return sorted(set(methods), key=method_sort_key)
 
 
 def beam_axis(ax: Axes, sizes: Sequence[int]) -> None:
@@ -188,34 +151,47 @@ def one_dataset_per_model(df: pd.DataFrame) -> str | None:
     return f"model(s) {pooled} ran on several datasets; plot one dataset at a time" if pooled else None
 
 
-def is_true(values: pd.Series) -> pd.Series:
-    """``values == True`` with missing values (``pd.NA``, None) as False, for nullable ``boolean`` columns."""
-    return values.astype("boolean").fillna(False).astype(bool)
+_SCOPES: dict[str, Callable[[pd.DataFrame], str | None]] = {
+    "setting": single_setting, "per_model": one_dataset_per_model, "any": lambda df: None}
 
 
-def n_uncertified(df: pd.DataFrame, method: str = "exact") -> int:
-    """How many rank-0 rows of ``method`` are not certified (search stopped by its budget before proving the mode)."""
-    return int((~is_true(rows(df, method=method)["certified"])).sum())
+@dataclass(frozen=True)
+class Requires:
+    """What a figure needs of a table: ``columns``; a ``scope`` ("setting": one (model, dataset) pair, as a figure
+    that resamples by ``example_id`` needs; "per_model": one dataset per model, for a panel per model; "any");
+    and ``rows``, which says why the table's rows cannot be drawn (None: they can). ``lq figures`` checks it once
+    with ``missing`` and then calls the figure's ``draw``; ``plot`` checks and draws."""
+
+    what: str
+    columns: tuple[str, ...]
+    scope: str = "setting"
+    rows: Callable[[pd.DataFrame], str | None] | None = None
+
+    def missing(self, df: pd.DataFrame) -> str | None:
+        """Why ``df`` cannot be drawn, or None."""
+        reason = missing_columns(df, self.columns) or _SCOPES[self.scope](df)
+        if reason is None and self.rows is not None:
+            reason = self.rows(df)
+        return reason
+
+    def plot(self, draw: Callable[[pd.DataFrame], Figure]) -> Callable[[pd.DataFrame], Figure]:
+        """``draw`` preceded by the check: a ``ValueError`` saying why a table cannot be drawn."""
+        def plot(df: pd.DataFrame) -> Figure:
+            reason = self.missing(df)
+            if reason:
+                raise ValueError(f"cannot plot {self.what}: {reason}")
+            return draw(df)
+
+        plot.__doc__ = draw.__doc__
+        return plot
 
 
-def rows(df: pd.DataFrame, *, method: str | None = None, rank: int | None = 0) -> pd.DataFrame:
-    """The rows of ``method`` (all methods when None) with ``rank`` (all ranks when None); nullable columns
-    (``rank`` is ``Int64`` in a consolidated table) compare as False where missing."""
-    keep = pd.Series(True, index=df.index)
-    if method is not None:
-        keep &= is_true(df["method"] == method)
-    if rank is not None:
-        keep &= is_true(df["rank"] == rank)
-    return df[keep]
+def n_uncertified(df: pd.DataFrame, family: str = "exact") -> int:
+    """How many rank-0 rows of ``family`` are not certified (search stopped by its budget before proving the mode)."""
+    return int((~is_true(rows(df, family=family)["certified"])).sum())
 
 
 def beam_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The rank-0 rows of the methods named "beam<k>", with ``beam_size`` (int) set to that k."""
-    beams = rows(df)
-    k = beams["method"].map(lambda m: beam_size(str(m)))
-    return beams[k.notna()].assign(beam_size=k[k.notna()].astype(int))
-
-
-def numeric(values: pd.Series) -> np.ndarray:
-    """``values`` as float64 with NaN for missing entries (``pd.NA``, None)."""
-    return pd.to_numeric(values, errors="coerce").astype("float64").to_numpy(na_value=np.nan)
+    """The rank-0 rows of plain beam search, with ``beam_size`` as int."""
+    beams = rows(df, family="beam")
+    return beams.assign(beam_size=beams["beam_size"].astype(int))

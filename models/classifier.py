@@ -10,8 +10,10 @@ model's conditional. Each sample is labelled by the attribute (an output unfinis
 lacks it, as in the search) and contributes one row per prefix position. The head is trained with binary
 cross-entropy at every position, on a split by source (``train_classifier``), which reports held-out loss,
 accuracy by prefix position and calibration: a reliability table and the expected calibration error (ECE,
-Guo et al. 2017, "On calibration of modern neural networks"). A trained classifier is saved next to its model
-(``<model_dir>/classifiers/<attribute name>/``).
+Guo et al. 2017, "On calibration of modern neural networks"). A trained classifier is saved in the cache, in
+``$LQ_CACHE/classifiers/<model>/<attribute name>/<settings hash>/`` (``classifier_folder`` names the folder of the
+model and attribute; the experiment that trains it adds the hash of its training settings, see
+``experiments.conditional``).
 """
 
 from __future__ import annotations

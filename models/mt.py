@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.errors import ConfigError
+
 if TYPE_CHECKING:
     import pandas as pd
     import torch
@@ -202,7 +204,7 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
         # a key missing from an older checkpoint's config had the value that is its default today
         same_config = fixed(asdict(MTConfig()) | saved["config"]) == fixed(meta["config"])
         if not same_config or saved["data_hash"] != meta["data_hash"]:
-            raise SystemExit(f"{out} holds a checkpoint of a different config or data; use another output folder")
+            raise ConfigError(f"{out} holds a checkpoint of a different config or data; use another output folder")
         saved["config"] = meta["config"]
         tok = AutoTokenizer.from_pretrained(ckpt)
         model = _initial_model(cfg, len(tok))

@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models.errors import InputError
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -52,7 +54,7 @@ PROVENANCE_FILE = "lq_provenance.json"
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 
 
-class ModelNotAvailableError(ValueError):
+class ModelNotAvailableError(InputError, ValueError):
     """The requested model cannot be loaded here; the message says what to install or where to get it."""
 
 

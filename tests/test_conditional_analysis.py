@@ -240,7 +240,7 @@ def test_position_accuracy_pools_doubling_buckets() -> None:
 
 @pytest.mark.parametrize("module", [conditional, conditional_winrate])
 def test_result_figures_render_with_labelled_axes(table: pd.DataFrame, module: object, tmp_path: Path) -> None:
-    assert module.missing(table) is None  # type: ignore[attr-defined]
+    assert module.REQUIRES.missing(table) is None  # type: ignore[attr-defined]
     fig = module.plot(table)  # type: ignore[attr-defined]
     assert fig.get_figwidth() == style.DOUBLE_COLUMN_IN
     plotted = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
@@ -277,14 +277,14 @@ def test_winrate_figure_annotates_percentages(table: pd.DataFrame) -> None:
 
 def test_calibration_figure_renders(tmp_path: Path) -> None:
     df = _calibration_table()
-    assert calibration.missing(df) is None
+    assert calibration.REQUIRES.missing(df) is None
     fig = calibration.plot(df)
     assert len(fig.axes) == 4
     for ax in fig.axes:
         assert ax.get_xlabel() and ax.get_ylabel() and (ax.lines or ax.collections)
     assert fig.axes[0].get_title(loc="left") == "reliability: ECE 0.090"  # chat, the first model by name
     assert all(p.stat().st_size > 0 for p in style.save(fig, tmp_path / "calibration"))
-    assert "lacks the column" in (calibration.missing(df.drop(columns="ece")) or "")
+    assert "lacks the column" in (calibration.REQUIRES.missing(df.drop(columns="ece")) or "")
 
 
 def test_render_skips_the_conditional_figures_without_their_columns(table: pd.DataFrame, tmp_path: Path,
@@ -299,7 +299,7 @@ def test_render_skips_the_conditional_figures_without_their_columns(table: pd.Da
     for name in names:
         assert f"skipping figure {name}: the table lacks the column(s)" in caplog.text
     two_datasets = pd.concat([table, table.assign(dataset="other")], ignore_index=True)
-    assert "ran on several datasets" in (conditional.missing(two_datasets) or "")
+    assert "ran on several datasets" in (conditional.REQUIRES.missing(two_datasets) or "")
 
 
 def test_report_has_the_conditional_section(run_dir: Path, table: pd.DataFrame, tmp_path: Path) -> None:

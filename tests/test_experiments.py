@@ -9,7 +9,7 @@ from tokenizers.pre_tokenizers import Whitespace
 from transformers import PreTrainedTokenizerFast
 
 from experiments import cli, demo
-from experiments.config import load_config
+from experiments.config import ConfigError, load_config
 from tests.conftest import tiny_gpt2
 
 WORDS = ["<eos>", "<unk>", "the", "cat", "sat", "on"]
@@ -38,10 +38,11 @@ def read_rows(run):
 def test_demo_runs_end_to_end_and_exact_is_best(tiny_model_dir, tmp_path):
     run = demo.main(config(tiny_model_dir), tmp_path / "run", limit=2)
     rows = read_rows(run)
-    assert {r["example_id"] for r in rows} == {0, 1}
+    assert {r["example_id"] for r in rows} == {"0", "1"}
+    assert (run / "rows.parquet").is_file() and "| exact |" in (run / "report.md").read_text()
     top = {(r["example_id"], r["method"]): r for r in rows if r["rank"] == 0}
     assert {m for _, m in top} == {"greedy", "beam1", "beam3", "exact", "exact_nonempty"}
-    for i in (0, 1):
+    for i in ("0", "1"):
         exact = top[i, "exact"]
         assert exact["certified"] and 1 not in exact["token_ids"]  # unk is masked
         assert all(top[i, m]["logprob"] <= exact["logprob"] + 1e-6 for m in ("greedy", "beam1", "beam3"))
@@ -67,7 +68,7 @@ def test_interrupted_run_resumes_without_losing_or_duplicating_rows(tiny_model_d
 
 def test_resuming_with_another_config_is_refused(tiny_model_dir, tmp_path):
     demo.main(config(tiny_model_dir), tmp_path / "run", limit=1)
-    with pytest.raises(SystemExit, match="different config"):
+    with pytest.raises(ConfigError, match="different config"):
         demo.main(config(tiny_model_dir, max_len=3), tmp_path / "run", limit=1)
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from analysis import methods
 from analysis.frames import ROWS_JSONL, load_run
 from figures import FIGURES, render, style
 
@@ -24,11 +25,12 @@ VOCAB = [f"w{i}" for i in range(60)]
 BEAMS = (1, 2, 4, 8, 16)
 
 
-def _row(example: dict, method: str, rank: int, words: list[int], logprob: float, **extra: object) -> dict:
+def _row(example: dict, family: str, rank: int, words: list[int], logprob: float, **extra: object) -> dict:
+    method = methods.label(family, {"beam_size": extra.get("beam_size")})
     return {
         "run_id": "run0", "signature": {"model": "toy", "method": method}, "model": "toy", "dataset": "toy-mt",
         "example_id": example["id"], "source": example["source"], "reference": example["reference"],
-        "method": method, "params": {}, "rank": rank, "text": " ".join(VOCAB[w] for w in words),
+        "method": method, "family": family, "params": {}, "rank": rank, "text": " ".join(VOCAB[w] for w in words),
         "token_ids": words, "n_tokens": len(words), "finished": True, "logprob": logprob, "score": logprob,
         "certified": extra.pop("certified", None), "nodes": 10, "forward_calls": 10, "wall_s": 0.01,
         "source_tokens": example["source_tokens"], "reference_tokens": example["reference_tokens"],
@@ -71,8 +73,8 @@ def _example_rows(i: int, rng: np.random.Generator) -> list[dict]:
     for k in BEAMS:
         out = [] if (not mode and k >= finds_empty_at) else _noisy(ref, len(ref), max(0, 3 - int(np.log2(k))), rng)
         runner_up = _noisy(ref, len(ref), 4, rng)
-        rows += [_row(ex, f"beam{k}", 0, out, lp(out), beam_size=k),
-                 _row(ex, f"beam{k}", 1, runner_up, min(lp(out), lp(runner_up)) - 0.1, beam_size=k)]
+        rows += [_row(ex, "beam", 0, out, lp(out), beam_size=k),
+                 _row(ex, "beam", 1, runner_up, min(lp(out), lp(runner_up)) - 0.1, beam_size=k)]
     for s in range(8):
         out = _noisy(ref, max(1, len(ref) + int(rng.integers(-3, 4))), int(rng.integers(0, 6)), rng)
         rows.append(_row(ex, "sample", s, out, lp(out) + rng.normal(0, 1.0)))
@@ -104,7 +106,7 @@ RUN_FIGURES = sorted(n for n in FIGURES if not n.startswith(("contamination", "c
 @pytest.mark.parametrize("name", RUN_FIGURES)
 def test_every_figure_renders_with_labelled_axes_and_a_legend(table: pd.DataFrame, name: str) -> None:
     module = FIGURES[name]
-    assert module.missing(table) is None
+    assert module.REQUIRES.missing(table) is None
     fig = module.plot(table)
     assert fig.get_figwidth() in (style.SINGLE_COLUMN_IN, style.DOUBLE_COLUMN_IN)
     for ax in fig.axes:
@@ -156,7 +158,7 @@ def test_plot_says_why_it_cannot_draw(table: pd.DataFrame) -> None:
 def test_figures_refuse_to_pool_two_models(table: pd.DataFrame) -> None:
     two = pd.concat([table, table.assign(model="other")], ignore_index=True)
     for module in (FIGURES[n] for n in RUN_FIGURES):
-        assert "2 (model, dataset) pairs" in (module.missing(two) or "")
+        assert "2 (model, dataset) pairs" in (module.REQUIRES.missing(two) or "")
 
 
 def test_empty_vs_length_without_a_logistic_fit(table: pd.DataFrame) -> None:
@@ -167,15 +169,18 @@ def test_empty_vs_length_without_a_logistic_fit(table: pd.DataFrame) -> None:
 
 
 def test_method_colours_are_consistent_and_ordered() -> None:
-    assert style.method_color("beam4") == style.method_color("beam4")
-    families = ["greedy", "beam4", "conditional_beam4", "exact", "exact_nonempty", "length_conditional", "sample"]
-    assert len({style.method_color(m) for m in families}) == len(families)
+    assert style.method_color("beam", 4) == style.method_color("beam", 4)
+    families = ["greedy", "beam", "conditional_beam", "exact", "exact_nonempty", "length_conditional", "sample"]
+    assert len({style.method_color(f, 4) for f in families}) == len(families)
     # beam shades darken with k: the sequential palette encodes width
-    luminance = [np.mean(matplotlib.colors.to_rgb(style.method_color(f"beam{k}"))) for k in (1, 4, 16, 64)]
+    luminance = [np.mean(matplotlib.colors.to_rgb(style.method_color("beam", k))) for k in (1, 4, 16, 64)]
     assert luminance == sorted(luminance, reverse=True)
-    assert style.method_order(["sample", "beam10", "exact", "beam2", "greedy", "zzz"]) == [
-        "greedy", "beam2", "beam10", "exact", "sample", "zzz"]
-    assert style.method_label("beam5") == "beam k=5" and style.beam_size("conditional_beam5") is None
+    runs = pd.DataFrame({"family": ["sample", "beam", "exact", "beam", "greedy", "zzz", "conditional_beam"],
+                         "beam_size": [None, 10, None, 2, None, None, 2]})
+    runs["method"] = [methods.label(f, {"beam_size": k}) if f in methods.FAMILIES else f
+                      for f, k in zip(runs["family"], runs["beam_size"], strict=True)]
+    assert methods.order(runs) == ["greedy", "beam2", "beam10", "conditional_beam2", "exact", "sample", "zzz"]
+    assert methods.display("beam", 5) == "beam k=5" and methods.display("exact_nonempty") == "exact non-empty"
 
 
 def test_save_keeps_a_dotted_stem(tmp_path: Path) -> None:

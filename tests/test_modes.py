@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.frames import REQUIRED_COLUMNS, load_run, load_runs
+from analysis.frames import COLUMNS, REQUIRED_COLUMNS, load_run, load_runs
 from experiments import cli, modes
 from experiments.config import load_config
-from experiments.data import load_corpus
+from experiments.corpora import load_corpus
 from models.mt import MTConfig, build_model, train_tokenizer
 
 
@@ -34,8 +34,13 @@ def config(model_dir, **kw):
 def test_modes_runs_end_to_end(tiny_mt_dir, tmp_path):
     run = modes.main(config(tiny_mt_dir, n=20), tmp_path / "run", limit=2)
     df = load_run(run)
-    assert {c: str(df[c].dtype) for c, t in REQUIRED_COLUMNS.items() if t != "object"} == {
-        c: t for c, t in REQUIRED_COLUMNS.items() if t != "object"}
+    declared = {c: t for c, (t, _) in COLUMNS.items() if c in df.columns and t != "object"}
+    assert {c: str(df[c].dtype) for c in declared} == declared
+    assert set(REQUIRED_COLUMNS) <= set(df.columns)
+    assert df.groupby("method")["family"].first().to_dict() == {
+        "greedy": "greedy", "beam1": "beam", "beam3": "beam", "exact": "exact", "exact_nonempty": "exact_nonempty",
+        "length_conditional": "length_conditional", "sample": "sample"}
+    assert df.loc[df["family"] == "beam", "beam_size"].isin([1, 3]).all()
     assert {"bleu", "chrf", "empty", "degenerate", "search_error", "logprob_rank"} <= set(df.columns)
     assert set(df["method"]) == {"greedy", "beam1", "beam3", "exact", "exact_nonempty", "length_conditional",
                                  "sample"}

@@ -9,6 +9,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from decoding import exact_search
 from decoding.hf import HFSeq2SeqLM
+from models.errors import ConfigError
 from models.mt import MTConfig, contaminate, train
 
 DE = ["null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"]
@@ -64,7 +65,7 @@ def test_tiny_training_run_gives_a_loadable_model_and_resumes(tmp_path):
 def test_resuming_with_other_data_is_refused(tmp_path):
     cfg = MTConfig(**{**TINY.__dict__, "max_steps": 3})
     train(number_pairs(100, 0), number_pairs(10, 1), tmp_path / "mt", cfg)
-    with pytest.raises(SystemExit, match="different config or data"):
+    with pytest.raises(ConfigError, match="different config or data"):
         train(number_pairs(100, 5), number_pairs(10, 1), tmp_path / "mt", cfg)
 
 

@@ -20,6 +20,7 @@ from experiments import cli, paper
 from experiments.config import CONFIGS
 from experiments.report import summary_table
 from figures import FIGURES
+from models.errors import InputError
 from tests.test_figures import _example_rows
 
 REPO_PAPER = Path(__file__).resolve().parent.parent / "paper"
@@ -242,7 +243,7 @@ def test_latexmk_runs_in_paper_dir_and_a_failure_shows_the_log_tail(tmp_path: Pa
     monkeypatch.setattr(subprocess, "run", latexmk)
     assert paper.build(paper_dir=paper_dir) == paper_dir / "paper.pdf"
     assert calls[0] == (["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], paper_dir)
-    with pytest.raises(SystemExit, match="latexmk failed"):
+    with pytest.raises(InputError, match="latexmk failed"):
         paper.build(paper_dir=paper_dir)
     out = capsys.readouterr().out
     assert "! Undefined control" in out and "log line 99" in out and "log line 10\n" not in out

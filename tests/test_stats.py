@@ -226,7 +226,7 @@ def test_rate_ci_equals_the_wilson_interval(k, n):
     half = z * math.sqrt(n) / (n + z * z) * math.sqrt(p * (1 - p) + z * z / (4 * n))
     df = pd.DataFrame({"method": "m", "search_error": [1.0] * k + [0.0] * (n - k) + [np.nan]})
     out = rate_ci(df, "search_error").iloc[0]
-    assert (out["rate"], out["lo"], out["hi"], out["k"], out["n"]) == pytest.approx(
+    assert (out["value"], out["lo"], out["hi"], out["k"], out["n"]) == pytest.approx(
         (p, centre - half, centre + half, k, n), abs=1e-12)
 
 
@@ -234,7 +234,7 @@ def test_rate_ci_golden_and_groups():
     df = pd.DataFrame({"method": ["a"] * 20 + ["b"] * 4, "empty": [True] * 7 + [False] * 13 + [False] * 4})
     out = rate_ci(df, "empty").set_index("method")
     assert (out.loc["a", "lo"], out.loc["a", "hi"]) == pytest.approx((0.18119182410108206, 0.5671457233147638))
-    assert out.loc["b", "rate"] == 0.0 and out.loc["b", "lo"] == pytest.approx(0.0, abs=1e-15)
+    assert out.loc["b", "value"] == 0.0 and out.loc["b", "lo"] == pytest.approx(0.0, abs=1e-15)
     with pytest.raises(ValueError, match="boolean or 0/1"):
         rate_ci(df.assign(empty=2.0), "empty")
 

@@ -195,7 +195,7 @@ def test_toy_check_agrees_with_the_closed_form(toy: pd.DataFrame) -> None:
 
 
 def test_critical_epsilon_figure_renders(toy: pd.DataFrame, tmp_path: Path) -> None:
-    assert critical_epsilon.missing(toy) is None
+    assert critical_epsilon.REQUIRES.missing(toy) is None
     fig = critical_epsilon.plot(toy)
     (ax,) = fig.axes
     assert ax.get_xlabel() and ax.get_ylabel() and ax.get_yscale() == "log"
@@ -208,6 +208,6 @@ def test_critical_epsilon_figure_shows_disagreements_and_exclusions(toy: pd.Data
     bad = toy.assign(mode_is_degenerate=~toy["mode_is_degenerate"], certified=toy.index != 0)
     texts = [t.get_text() for t in critical_epsilon.plot(bad).legends[0].texts]
     assert any("disagrees with theory" in t for t in texts) and any("1 uncertified excluded" in t for t in texts)
-    assert "lacks the column" in (critical_epsilon.missing(toy.drop(columns="eps")) or "")
+    assert "lacks the column" in (critical_epsilon.REQUIRES.missing(toy.drop(columns="eps")) or "")
     with pytest.raises(ValueError, match="no certified toy mixtures"):
         critical_epsilon.plot(toy.assign(certified=False))

@@ -1,0 +1,177 @@
+"""What every experiment shares (DESIGN.md §6): examples, methods as data, and one resumable search loop.
+
+An experiment builds its ``Example``\\ s (``translation_examples``, ``chat_examples``), declares its ``Method``\\ s
+(a family of ``analysis.methods`` with typed settings, and the search that runs it on one example), and hands both
+to ``search_all``, which runs every (example, method) unit its run directory does not hold yet, with a progress bar
+and ETA, turning each search's outputs into rows with ``analysis.frames.result_rows``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any
+
+from tqdm import tqdm
+
+from analysis import methods
+from analysis.frames import Found, result_rows
+from decoding import Hypothesis, SearchResult
+from experiments.config import ConfigError
+from experiments.rundir import RunDir
+
+__all__ = ["Example", "Found", "Method", "Sources", "chat_examples", "load_translation_lm", "pending", "search_all",
+           "translation_examples"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One source as a model sees it: ``source_ids`` is what the model is given (a prompt around the source for a
+    decoder-only model), ``source_tokens`` the source's own length, ``max_len`` the output limit of every search."""
+
+    example_id: str
+    source: str
+    reference: str | None
+    source_ids: list[int]
+    source_tokens: int
+    reference_tokens: int | None
+    max_len: int
+
+    def columns(self) -> dict[str, Any]:
+        """The example's columns of a result row."""
+        return {k: v for k, v in asdict(self).items() if k != "source_ids"}
+
+
+Search = Callable[[Example], SearchResult | Sequence[Found]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A family of ``analysis.methods.FAMILIES`` with its settings (columns of ``analysis.methods.SETTINGS``,
+    recorded in every row) and the search of one example. A search returns a ``SearchResult`` (one row per
+    hypothesis, at most ``keep`` of them; one row without output when it found none) or its rows' ``Found``\\ s."""
+
+    family: str
+    settings: Mapping[str, Any]
+    search: Search = field(compare=False)
+    keep: int | None = None
+
+    @property
+    def name(self) -> str:
+        return methods.label(self.family, self.settings)
+
+    def run(self, ex: Example) -> list[Found]:
+        out = self.search(ex)
+        if not isinstance(out, SearchResult):
+            return list(out)
+        hypotheses: list[Hypothesis | None] = [*out.hypotheses[:self.keep]] or [None]
+        return [Found(h, out, {}) for h in hypotheses]
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Which sources of a parallel corpus an experiment translates and how long its outputs may be: ``max_len`` of
+    a source is ``ceil(max_len_ratio * source tokens) + 5``, capped at ``max_len``."""
+
+    corpus: str
+    split: str
+    n: int
+    max_source_tokens: int
+    max_len_ratio: float
+    max_len: int
+
+
+def translation_examples(sources: Sources, tok: Any, prompt: Callable[[str, Any], str],
+                         limit: int | None) -> list[Example]:
+    """The first ``n`` (or ``limit``) sources of the split, in corpus order, with 1..max_source_tokens tokens;
+    ``prompt(source, training pairs)`` is the text the model is given."""
+    from experiments.corpora import load_corpus
+
+    corpus = load_corpus(sources.corpus)
+    demos = corpus[corpus["split"] == "train"]
+    rows = corpus[corpus["split"] == sources.split]
+    if rows.empty:
+        raise ConfigError(f"{sources.corpus} has no {sources.split} split")
+    chosen: list[Example] = []
+    want = min(sources.n, limit) if limit else sources.n
+    for row in rows.itertuples():
+        n_src = len(tok(row.source, add_special_tokens=False)["input_ids"])
+        if not 1 <= n_src <= sources.max_source_tokens:
+            continue
+        ids = list(tok(prompt(row.source, demos))["input_ids"])
+        chosen.append(Example(
+            example_id=str(row.id), source=row.source, reference=row.target, source_ids=ids, source_tokens=n_src,
+            reference_tokens=len(tok(row.target, add_special_tokens=False)["input_ids"]),
+            max_len=min(sources.max_len, math.ceil(sources.max_len_ratio * n_src) + 5)))
+        if len(chosen) == want:
+            break
+    return chosen
+
+
+def chat_examples(corpus: str, split: str, n: int, tok: Any, max_len: int) -> list[Example]:
+    """The first ``n`` distinct user messages of a prompt corpus's split in the model's chat template, without
+    references."""
+    from experiments.corpora import load_corpus
+    from models.chat import prompt_ids
+
+    rows = load_corpus(corpus, split=split).drop_duplicates("source").head(n)
+    return [Example(example_id=str(r.id), source=r.source, reference=None, source_ids=prompt_ids(tok, r.source),
+                    source_tokens=len(tok(r.source, add_special_tokens=False)["input_ids"]), reference_tokens=None,
+                    max_len=max_len) for r in rows.itertuples()]
+
+
+def load_translation_lm(model: str, *, shots: int, device: str = "cpu") -> tuple[Any, Any, Any, Callable[..., str]]:
+    """``(lm, tokenizer, info, prompt)``; ``prompt(source, demonstrations)`` is the text the model is given.
+
+    An encoder-decoder model translates the source directly. A decoder-only model gets a ``shots``-shot prompt
+    (``experiments.corpora.few_shot_prompt``) and a translation ends at the first newline: the adapter treats the
+    newline token as EOS and masks the model's own EOS and every other token that holds a newline (e.g. Gemma's
+    "\\n\\n"), so "the empty translation" means a newline straight away."""
+    from decoding.hf import HFCausalLM, HFSeq2SeqLM
+    from experiments.corpora import few_shot_prompt
+    from models import load_model
+
+    hf, tok, info = load_model(model, device=device)
+    if info.is_encoder_decoder:
+        return HFSeq2SeqLM(hf, tok), tok, info, lambda source, demos: source
+    newline = tok.encode("\n", add_special_tokens=False)
+    if len(newline) != 1:
+        raise ConfigError(f"{model}: a newline is {len(newline)} tokens; few-shot translation needs it to be one "
+                          "(it ends a translation)")
+    pieces = tok.batch_decode([[i] for i in range(len(tok))])
+    multiline = [i for i, piece in enumerate(pieces) if "\n" in piece and i != newline[0]]
+    lm = HFCausalLM(hf, tok, eos_id=newline[0], extra_masked_ids=[HFCausalLM(hf, tok).eos_id, *multiline])
+    return lm, tok, info, lambda source, demos: few_shot_prompt(demos, source, k=shots)
+
+
+def _unit(prefix: str, ex: Example, method: Method) -> str:
+    return f"{prefix}{ex.example_id}/{method.name}"
+
+
+def pending(run: RunDir, examples: Sequence[Example], methods_: Sequence[Method], *,
+            prefix: str = "") -> list[tuple[Example, Method]]:
+    """The (example, method) units that ``run`` does not hold yet, examples first. ``prefix`` (e.g. the model's
+    name and a slash) keeps the units of several models of one run apart."""
+    names = [m.name for m in methods_]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two methods share a name: {names}")
+    return [(ex, m) for ex in examples for m in methods_ if _unit(prefix, ex, m) not in run.done]
+
+
+def search_all(run: RunDir, todo: Sequence[tuple[Example, Method]], *, lm: Any, tok: Any, model: str, dataset: str,
+               prefix: str = "", columns: Callable[[Example, Found], Mapping[str, Any]] | None = None) -> None:
+    """Run each unit of ``todo`` (from ``pending``) and append its rows to ``run`` as one unit: a kill loses at most
+    the search under way. ``columns(example, found)``: further columns of each row (declared in
+    ``analysis.frames.OPTIONAL_COLUMNS``)."""
+    signature = lm.signature()
+
+    def decode(ids: Sequence[int]) -> str:
+        return str(tok.decode(ids, skip_special_tokens=True))
+
+    for ex, method in tqdm(todo, desc=f"searching {model}", unit="search", disable=not todo):
+        rows = result_rows(method.run(ex), family=method.family, settings=method.settings, example=ex.columns(),
+                           model=model, dataset=dataset, signature=signature, decode=decode,
+                           columns=None if columns is None else partial(columns, ex))
+        run.append(_unit(prefix, ex, method), rows)

@@ -1,0 +1,53 @@
+"""Bad config values, wrong types and unknown keys get one-line messages from `lq` for every experiment, before any
+model is loaded."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from experiments import cli
+from experiments.config import ConfigError, check
+
+BAD_VALUES = {
+    "modes": ("n=0", "bad modes config: n must be >= 1"),
+    "contamination": ("epsilons=[1.5]", "bad contamination config: epsilons must be in [0, 1)"),
+    "conditional": ("max_seconds=0", "bad conditional config: max_seconds must be > 0"),
+    "demo": ("max_len=0", "bad demo config: max_len must be >= 1"),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(BAD_VALUES))
+def test_each_experiment_rejects_bad_values_unknown_keys_and_wrong_types(experiment, tmp_path):
+    setting, message = BAD_VALUES[experiment]
+    cases = [(setting, message), ("no_such_key=1", f"unknown config key(s) for {experiment}: no_such_key"),
+             ("seed=[1]" if experiment != "demo" else "max_len=2.5", "must be int"),
+             ("device=3", "device must be str")]
+    for override, expected in cases:
+        with pytest.raises(SystemExit, match=rf"^lq: error: .*{re.escape(expected)}"):
+            cli.main(["run", experiment, "--set", override, "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_rejects_bad_keys_and_types():
+    with pytest.raises(SystemExit, match="lq: error: unknown config key.*for train_mt: layer"):
+        cli.main(["train", "mt", "--set", "layer=2"])
+    with pytest.raises(SystemExit, match="lq: error: bad train_mt config: layers must be int, got 'two'"):
+        cli.main(["train", "mt", "--set", "layers=two"])
+    with pytest.raises(SystemExit, match="lq: error: --set expects key=value"):
+        cli.main(["run", "--set", "n"])
+
+
+def test_the_message_is_one_line_without_a_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "modes", "--set", "n=-1", "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["lq: error: bad modes config: n must be >= 1"]
+
+
+def test_check_names_every_failed_condition():
+    check("x", {"a must hold": True})
+    with pytest.raises(ConfigError, match=r"^bad x config: b must hold; c must hold$") as err:
+        check("x", {"a must hold": True, "b must hold": False, "c must hold": False})
+    assert isinstance(err.value, ValueError)
