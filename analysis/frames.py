@@ -10,6 +10,7 @@ table stays tidy and parquet-typed; token ids and the metrics' per-segment stati
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,8 +22,8 @@ from analysis import methods
 from analysis.methods import SETTINGS as METHOD_SETTINGS
 
 __all__ = ["COLUMNS", "CONFIG", "OPTIONAL_COLUMNS", "REQUIRED_COLUMNS", "ROWS_JSONL", "ROWS_PARQUET", "Found",
-           "consolidate", "is_true", "load_run", "load_runs", "numeric", "read_rows", "result_rows", "rows", "upgrade",
-           "with_metrics"]
+           "complete_rows", "consolidate", "is_true", "load_run", "load_runs", "numeric", "read_rows", "result_rows",
+           "rows", "upgrade", "with_metrics"]
 
 ROWS_JSONL = "rows.jsonl"
 ROWS_PARQUET = "rows.parquet"
@@ -172,19 +173,33 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype({c: t for c, (t, _) in COLUMNS.items() if c in df.columns and t != "object"})
 
 
+def complete_rows(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The rows of a ``rows.jsonl`` that belong to complete units (rows naming a ``unit`` count as complete when all
+    ``unit_rows`` of them are there; rows without one always do), up to the first line that is torn or lacks its
+    newline (a run killed while writing); and whether the file holds nothing else."""
+    rows: list[dict[str, Any]] = []
+    clean = True
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("unterminated last line")
+                rows.append(json.loads(line))
+            except ValueError:
+                clean = False
+                break
+    counts = Counter(r["unit"] for r in rows if "unit" in r)
+    complete = [r for r in rows if "unit" not in r or counts[r["unit"]] == r["unit_rows"]]
+    return complete, clean and len(complete) == len(rows)
+
+
 def read_rows(run_dir: Path | str) -> pd.DataFrame:
-    """The rows of ``run_dir/rows.jsonl`` as a typed frame (no metrics). A torn last line (a run killed while
-    writing) is ignored here; resuming the run drops it for good."""
+    """The rows of ``run_dir/rows.jsonl`` as a typed frame (no metrics): those of complete units only (a run killed
+    while writing leaves part of one, which resuming redoes)."""
     path = Path(run_dir) / ROWS_JSONL
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run directory?")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+    rows, _ = complete_rows(path)
     if not rows:
         raise ValueError(f"{path} holds no complete rows yet")
     return _typed(pd.DataFrame.from_records(rows))
@@ -206,8 +221,11 @@ def consolidate(run_dir: Path | str) -> Path:
     df = with_metrics(read_rows(run_dir))
     out = run_dir / ROWS_PARQUET
     tmp = out.with_suffix(".parquet.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    try:
+        df.to_parquet(tmp, index=False)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 

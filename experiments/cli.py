@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -35,8 +36,7 @@ def _run(args: argparse.Namespace) -> None:
     _, module_name, config_class = EXPERIMENTS[name]
     module = importlib.import_module(module_name)
     cfg = load_config(getattr(module, config_class), name, Path(args.config) if args.config else None, overrides)
-    path = module.main(cfg, out, limit=args.limit, argv=sys.argv)
-    print(f"\nrun directory: {path}")
+    module.main(cfg, out, limit=args.limit, argv=sys.argv)
 
 
 def _run_dir(path: str) -> Path:
@@ -49,7 +49,13 @@ def _run_dir(path: str) -> Path:
 def _figures(args: argparse.Namespace) -> None:
     from experiments.report import render_figures
 
-    for path in render_figures(_run_dir(args.run_dir)):
+    log = logging.getLogger("figures.render")  # says which figure it writes or skips, and why
+    log.setLevel(logging.INFO)
+    log.addHandler(logging.StreamHandler(sys.stdout))
+    paths = render_figures(_run_dir(args.run_dir))
+    if not paths:
+        raise InputError(f"no figure applies to the rows of {args.run_dir} (the reasons are above)")
+    for path in paths:
         print(path)
 
 
@@ -114,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="lq", description="Find the modes of text-generation models exactly and approximately, and measure "
         "how likelihood, degeneracy and quality diverge.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error about bad input instead of its one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help=f"run an experiment (default: {DEFAULT_EXPERIMENT})",
                          description="Run an experiment; its config is a TOML file under experiments/configs, "
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--config", help="a TOML config file instead of the experiment's default")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set max_seconds=120 --set 'beam_sizes=[1,5]'")
-    run.add_argument("--limit", type=int, help="only the first N examples")
+    run.add_argument("--limit", type=_positive, help="only the first N examples (N >= 1)")
     run.add_argument("--out", help="run directory (default runs/<experiment>-<time>); an existing one is resumed")
     run.set_defaults(func=_run)
     train = sub.add_parser("train", help="train a model: `lq train mt` (the Bible de->en Marian model) or "
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
                        help="mt: a MarianMTModel on a parallel corpus; classifier: attribute classifiers")
     train.add_argument("--config", help="a TOML config file instead of the default")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    train.add_argument("--limit", type=int, help="mt: only the first N training pairs (N/10 dev and test); "
+    train.add_argument("--limit", type=_positive, help="mt: only the first N training pairs (N/10 dev and test); "
                        "classifier: only 4N training sources")
     train.add_argument("--out", help="model folder (default $LQ_CACHE/models/<corpus>-marian); resumed if present")
     train.set_defaults(func=_train)
@@ -161,17 +169,30 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args)
     except Exception as err:
-        if isinstance(err, _user_errors()):
-            raise SystemExit(f"lq: error: {err}") from err
+        if isinstance(err, _user_errors()) and not args.debug:
+            raise SystemExit(f"lq: error: {err} (--debug shows the traceback)") from err
         raise
 
 
+def _positive(value: str) -> int:
+    """``--limit``: a positive integer."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+    return n
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that describe bad input and are shown as one line, not a traceback: ``models.errors.InputError``
-    (configs, models, corpora) and a search's ``SearchInputError``, looked up lazily (a raised one's module is
-    loaded) so that `lq --help` does not import torch."""
+    """Errors shown as one line, not a traceback: bad input (``models.errors.InputError``: configs, models,
+    corpora, run directories; a search's ``SearchInputError``), a model whose log-probabilities are not finite
+    (``NonFiniteLogProbError``), and the file system's (``OSError``: disk full, no permission). The search errors are
+    looked up lazily (a raised one's module is loaded) so that `lq --help` does not import torch."""
     search = sys.modules.get("decoding.types")
-    return (InputError, search.SearchInputError) if search else (InputError,)
+    found = (search.SearchInputError, search.NonFiniteLogProbError) if search else ()
+    return (InputError, OSError, *found)
 
 
 if __name__ == "__main__":

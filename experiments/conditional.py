@@ -237,24 +237,24 @@ def methods(cfg: ConditionalConfig, task: Task, classifier: Any) -> list[Method]
 
 
 def main(cfg: ConditionalConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None) -> Path:
-    run = RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv)
-    calibration = []
-    for i, model in enumerate(cfg.models):
-        print(f"[{i + 1}/{len(cfg.models)}] {model}", file=sys.stderr)
-        task = load_task(cfg, model, limit)
-        classifier, folder = train_or_load_classifier(cfg, task)
-        calibration.append(calibration_rows(task, folder))
+    with RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv) as run:
+        calibration = []
+        for i, model in enumerate(cfg.models):
+            print(f"[{i + 1}/{len(cfg.models)}] {model}", file=sys.stderr)
+            task = load_task(cfg, model, limit)
+            classifier, folder = train_or_load_classifier(cfg, task)
+            calibration.append(calibration_rows(task, folder))
 
-        def holds(ex: Example, found: Found, task: Task = task) -> dict[str, Any]:
-            """Whether the output has A (missing without output)."""
-            h = found.hypothesis
-            content = source_content(ex.source_ids, task.lm.eos_id)
-            return {"attribute": task.attribute.name,
-                    "attribute_holds": None if h is None else task.attribute(h.token_ids[:h.length], content)}
+            def holds(ex: Example, found: Found, task: Task = task) -> dict[str, Any]:
+                """Whether the output has A (missing without output)."""
+                h = found.hypothesis
+                content = source_content(ex.source_ids, task.lm.eos_id)
+                return {"attribute": task.attribute.name,
+                        "attribute_holds": None if h is None else task.attribute(h.token_ids[:h.length], content)}
 
-        search_all(run, pending(run, task.examples, methods(cfg, task, classifier), prefix=f"{model}/"),
-                   lm=task.lm, tok=task.tok, model=model, dataset=task.dataset, prefix=f"{model}/", columns=holds)
-    from experiments.report import CALIBRATION, finish_run
+            search_all(run, pending(run, task.examples, methods(cfg, task, classifier), prefix=f"{model}/"),
+                       lm=task.lm, tok=task.tok, model=model, dataset=task.dataset, prefix=f"{model}/", columns=holds)
+        from experiments.report import CALIBRATION, finish_run
 
-    pd.concat(calibration, ignore_index=True).to_parquet(run.path / CALIBRATION, index=False)
-    return finish_run(run.path)
+        pd.concat(calibration, ignore_index=True).to_parquet(run.path / CALIBRATION, index=False)
+        return finish_run(run.path)

@@ -159,24 +159,24 @@ def main(cfg: ContaminationConfig, out_dir: Path, *, limit: int | None = None,
          argv: list[str] | None = None) -> Path:
     from experiments.report import TOY, finish_run
 
-    run = RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv)
-    if cfg.toy and not (run.path / TOY).is_file():
-        from experiments.contamination_toy import toy_check
+    with RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv) as run:
+        if cfg.toy and not (run.path / TOY).is_file():
+            from experiments.contamination_toy import toy_check
 
-        toy_check().to_parquet(run.path / TOY, index=False)
-    sources = Sources(cfg.corpus, cfg.split, cfg.n, cfg.max_source_tokens, cfg.max_len_ratio, cfg.max_len)
-    _, tok, _, prompt = load_translation_lm(str(_base_folder(cfg.base_model)), shots=0, device=cfg.device)
-    chosen = translation_examples(sources, tok, prompt, limit)
-    settings = cfg.settings()
-    for i, (kind, eps) in enumerate(settings):
-        model_tag = f"{cfg.base_model}+{kind}@{eps:g}"
-        prefix = f"{model_tag}/"
-        if not pending(run, chosen, methods(cfg, None), prefix=prefix):
-            continue
-        print(f"[{i + 1}/{len(settings)}] {model_tag}: fine-tuning {cfg.steps} steps (cached once done)",
-              file=sys.stderr)
-        lm, _, _, _ = load_translation_lm(str(finetune(cfg, kind, eps, limit=limit)), shots=0, device=cfg.device)
-        search_all(run, pending(run, chosen, methods(cfg, lm), prefix=prefix), lm=lm, tok=tok, model=model_tag,
-                   dataset=f"{cfg.corpus}/{cfg.split}", prefix=prefix,
-                   columns=_setting_columns(cfg, lm, tok, kind, eps))
-    return finish_run(run.path)
+            toy_check().to_parquet(run.path / TOY, index=False)
+        sources = Sources(cfg.corpus, cfg.split, cfg.n, cfg.max_source_tokens, cfg.max_len_ratio, cfg.max_len)
+        _, tok, _, prompt = load_translation_lm(str(_base_folder(cfg.base_model)), shots=0, device=cfg.device)
+        chosen = translation_examples(sources, tok, prompt, limit)
+        settings = cfg.settings()
+        for i, (kind, eps) in enumerate(settings):
+            model_tag = f"{cfg.base_model}+{kind}@{eps:g}"
+            prefix = f"{model_tag}/"
+            if not pending(run, chosen, methods(cfg, None), prefix=prefix):
+                continue
+            print(f"[{i + 1}/{len(settings)}] {model_tag}: fine-tuning {cfg.steps} steps (cached once done)",
+                  file=sys.stderr)
+            lm, _, _, _ = load_translation_lm(str(finetune(cfg, kind, eps, limit=limit)), shots=0, device=cfg.device)
+            search_all(run, pending(run, chosen, methods(cfg, lm), prefix=prefix), lm=lm, tok=tok, model=model_tag,
+                       dataset=f"{cfg.corpus}/{cfg.split}", prefix=prefix,
+                       columns=_setting_columns(cfg, lm, tok, kind, eps))
+        return finish_run(run.path)

@@ -67,16 +67,17 @@ def main(cfg: DemoConfig, out_dir: Path, *, limit: int | None = None, argv: list
     from models import load_lm
     from models.chat import prompt_ids
 
-    run = RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv)
-    lm, tok, info = load_lm(cfg.model, device=cfg.device)
-    prompts = cfg.prompts[:limit] if limit else cfg.prompts
-    examples = [Example(example_id=str(i), source=p, reference=None, source_ids=prompt_ids(tok, p),
-                        source_tokens=len(tok(p, add_special_tokens=False)["input_ids"]), reference_tokens=None,
-                        max_len=cfg.max_len) for i, p in enumerate(prompts)]
-    search_all(run, pending(run, examples, methods(cfg, lm)), lm=lm, tok=tok, model=info.name, dataset="demo-prompts")
-    path = finish_run(run.path)
-    print_outputs(pd.read_parquet(path / "rows.parquet"))
-    return path
+    with RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv) as run:
+        lm, tok, info = load_lm(cfg.model, device=cfg.device)
+        prompts = cfg.prompts[:limit] if limit else cfg.prompts
+        examples = [Example(example_id=str(i), source=p, reference=None, source_ids=prompt_ids(tok, p),
+                            source_tokens=len(tok(p, add_special_tokens=False)["input_ids"]), reference_tokens=None,
+                            max_len=cfg.max_len) for i, p in enumerate(prompts)]
+        search_all(run, pending(run, examples, methods(cfg, lm)), lm=lm, tok=tok, model=info.name,
+                   dataset="demo-prompts")
+        path = finish_run(run.path)
+        print_outputs(pd.read_parquet(path / "rows.parquet"))
+        return path
 
 
 def print_outputs(df: pd.DataFrame) -> None:

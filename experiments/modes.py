@@ -123,9 +123,9 @@ def methods(cfg: ModesConfig, lm: Any) -> list[Method]:
 def main(cfg: ModesConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None) -> Path:
     from experiments.report import finish_run
 
-    run = RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv)
-    lm, tok, info, prompt = load_translation_lm(cfg.model, shots=cfg.shots, device=cfg.device)
-    sources = Sources(cfg.corpus, cfg.split, cfg.n, cfg.max_source_tokens, cfg.max_len_ratio, cfg.max_len)
-    todo = pending(run, translation_examples(sources, tok, prompt, limit), methods(cfg, lm))
-    search_all(run, todo, lm=lm, tok=tok, model=info.name, dataset=f"{cfg.corpus}/{cfg.split}")
-    return finish_run(run.path)
+    with RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv) as run:
+        lm, tok, info, prompt = load_translation_lm(cfg.model, shots=cfg.shots, device=cfg.device)
+        sources = Sources(cfg.corpus, cfg.split, cfg.n, cfg.max_source_tokens, cfg.max_len_ratio, cfg.max_len)
+        todo = pending(run, translation_examples(sources, tok, prompt, limit), methods(cfg, lm))
+        search_all(run, todo, lm=lm, tok=tok, model=info.name, dataset=f"{cfg.corpus}/{cfg.split}")
+        return finish_run(run.path)

@@ -43,7 +43,8 @@ def test_the_message_is_one_line_without_a_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "modes", "--set", "n=-1", "--out",
                            str(tmp_path / "run")], capture_output=True, text=True, check=False)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == ["lq: error: bad modes config: n must be >= 1"]
+    assert done.stderr.strip().splitlines() == [
+        "lq: error: bad modes config: n must be >= 1 (--debug shows the traceback)"]
 
 
 def test_check_names_every_failed_condition():

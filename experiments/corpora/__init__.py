@@ -60,6 +60,7 @@ from experiments.corpora.common import SPLITS, CorpusNotAvailableError
 from experiments.corpora.gensim_data import GENSIM, load_lee, load_wikipedia
 from experiments.corpora.prompts import few_shot_examples, few_shot_prompt
 from experiments.corpora.shakespeare import SHAKESPEARE, load_shakespeare, shakespeare_archive
+from models.errors import ConfigError
 
 __all__ = [
     "BIBLE_VERSIONS",
@@ -107,15 +108,15 @@ def load_corpus(name: str, *, split: str | None = None, limit: int | None = None
     ``options`` go to the loader (``keep_incomplete=`` for the Bible corpora, ``edition=`` for Shakespeare,
     ``cache=`` for Wikipedia, ``language=`` for chatterbot). Rows keep the loader's fixed order, so ``limit``
     is deterministic; the index is reset and ``df.attrs`` (counts of dropped rows, versions) is kept. Raises
-    ``ValueError`` for an unknown name or split and ``CorpusNotAvailableError`` (saying what to install) when
-    the source is missing.
+    ``ConfigError`` (a ``ValueError``) for an unknown name or split and ``CorpusNotAvailableError`` (saying what
+    to install) when the source is missing.
     """
     if name not in CORPORA:
-        raise ValueError(f"unknown corpus {name!r}; known corpora: {', '.join(CORPORA)}")
+        raise ConfigError(f"unknown corpus {name!r}; known corpora: {', '.join(CORPORA)}")
     if split is not None and split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+        raise ConfigError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+        raise ConfigError(f"limit must be >= 0, got {limit}")
     df = CORPORA[name](**options)
     if split is not None:
         df = df[df["split"] == split]
