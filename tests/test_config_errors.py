@@ -39,6 +39,14 @@ def test_train_rejects_bad_keys_and_types():
         cli.main(["run", "--set", "n"])
 
 
+def test_a_missing_or_malformed_config_file_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"lq: error: cannot read the modes config .*nope.toml: .*No such file"):
+        cli.main(["run", "--config", str(tmp_path / "nope.toml")])
+    (tmp_path / "bad.toml").write_text("n = [1,\n")
+    with pytest.raises(SystemExit, match=r"lq: error: cannot read the modes config .*bad.toml: "):
+        cli.main(["run", "--config", str(tmp_path / "bad.toml")])
+
+
 def test_the_message_is_one_line_without_a_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "modes", "--set", "n=-1", "--out",
                            str(tmp_path / "run")], capture_output=True, text=True, check=False)
