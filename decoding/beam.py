@@ -11,9 +11,10 @@ import torch
 from torch import Tensor
 
 from decoding.constraints import Constraint, accepted, length_constraints, restricted
-from decoding.protocol import Counted, LanguageModel, as_ids, check_lengths
+from decoding.protocol import Counted, LanguageModel
 from decoding.scorers import Scorer
-from decoding.types import Hypothesis, SearchInputError, SearchResult, SearchStats
+from decoding.types import Hypothesis, SearchResult, SearchStats
+from decoding.validate import search_inputs
 
 
 class Beam:
@@ -64,10 +65,8 @@ class Beam:
 def beam_search(lm: LanguageModel, source_ids: Sequence[int], *, beam_size: int, max_len: int, min_len: int = 0,
                 scorers: Sequence[Scorer] = (), constraints: Sequence[Constraint] = ()) -> SearchResult:
     """The finished beam, best ``score`` first (``score`` = logprob + scorer terms)."""
-    check_lengths(max_len, min_len)
-    if beam_size < 1:
-        raise SearchInputError(f"beam_size must be >= 1, got {beam_size}")
-    source = as_ids(source_ids)
+    source = search_inputs(lm, source_ids, beam_size=beam_size, max_len=max_len, min_len=min_len, scorers=scorers,
+                           constraints=constraints)
     rules = length_constraints(min_len, max_len, constraints)
     model = Counted(lm, SearchStats())
     eos = lm.eos_id

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from decoding.constraints import Constraint, accepted, restricted
 from decoding.protocol import Counted
-from decoding.types import Hypothesis, SearchInputError
+from decoding.types import Hypothesis
 
 
 class Policy(Protocol):
@@ -59,15 +59,6 @@ class Frontier:
     """What was left unexpanded when a budget stopped the search: (depth, logprob) of every pending prefix."""
 
     pending: list[tuple[int, float]]
-
-
-def check_sizes(batch_size: int, seed_beam_size: int) -> None:
-    """Raise ``SearchInputError`` unless ``batch_size >= 1`` (frontier nodes per forward call) and
-    ``seed_beam_size >= 0`` (the beam width of the incumbents' seed search; 0: no seed)."""
-    if batch_size < 1:
-        raise SearchInputError(f"batch_size must be >= 1, got {batch_size}")
-    if seed_beam_size < 0:
-        raise SearchInputError(f"seed_beam_size must be >= 0 (0: no beam seed), got {seed_beam_size}")
 
 
 def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Constraint], policy: Policy, *,

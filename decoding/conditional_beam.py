@@ -19,9 +19,10 @@ from torch import Tensor
 from decoding.attributes import Attribute, Classifier, source_content
 from decoding.beam import Beam
 from decoding.constraints import Constraint, accepted, length_constraints, restricted
-from decoding.protocol import Counted, LanguageModel, as_ids, check_lengths
+from decoding.protocol import Counted, LanguageModel
 from decoding.scorers import Scorer
-from decoding.types import Hypothesis, SearchInputError, SearchResult, SearchStats
+from decoding.types import Hypothesis, SearchResult, SearchStats
+from decoding.validate import search_inputs
 
 NEG_INF = float("-inf")
 
@@ -33,14 +34,9 @@ def conditional_beam_search(lm: LanguageModel, source_ids: Sequence[int], *, att
     """The finished beam, best ``score`` first. Every hypothesis has the attribute, and its ``score`` is
     logprob + scorer terms (the classifier term of a finished output is log 1 = 0); ``logprob`` is the model's.
     ``stats.extra`` adds ``classifier_calls`` (batched calls) and ``classifier_rows`` (prefixes scored)."""
-    check_lengths(max_len, min_len)
-    if beam_size < 1:
-        raise SearchInputError(f"beam_size must be >= 1, got {beam_size}")
-    if candidates is not None and candidates < 1:
-        raise SearchInputError(f"candidates must be >= 1 or None (all tokens), got {candidates}")
-    if classifier.attribute.name != attribute.name:
-        raise SearchInputError(f"the classifier predicts {classifier.attribute.name!r}, not {attribute.name!r}")
-    source = as_ids(source_ids)
+    source = search_inputs(lm, source_ids, attribute=attribute, classifier=classifier, beam_size=beam_size,
+                           max_len=max_len, min_len=min_len, candidates=candidates, scorers=scorers,
+                           constraints=constraints)
     content = source_content(source, lm.eos_id)
     rules = length_constraints(min_len, max_len, constraints)
     stats = SearchStats(extra={"classifier_calls": 0, "classifier_rows": 0})

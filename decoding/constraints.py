@@ -7,12 +7,12 @@ only to finished outputs; pruning never relies on them, so branch-and-bound boun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from decoding.types import SearchInputError
+from decoding.validate import integer, token_ids
 
 NEG_INF = float("-inf")
 
@@ -31,8 +31,7 @@ class MinLength(Constraint):
     n: int
 
     def __post_init__(self) -> None:
-        if self.n < 0:
-            raise SearchInputError(f"MinLength needs n >= 0, got {self.n}")
+        integer("MinLength n", self.n, minimum=0)
 
     def restrict(self, prefix: tuple[int, ...], source: tuple[int, ...], scores: Tensor, eos_id: int) -> None:
         if len(prefix) < self.n:
@@ -49,8 +48,7 @@ class MaxLength(Constraint):
     n: int
 
     def __post_init__(self) -> None:
-        if self.n < 0:
-            raise SearchInputError(f"MaxLength needs n >= 0, got {self.n}")
+        integer("MaxLength n", self.n, minimum=0)
 
     def restrict(self, prefix: tuple[int, ...], source: tuple[int, ...], scores: Tensor, eos_id: int) -> None:
         if len(prefix) >= self.n:
@@ -69,8 +67,7 @@ class NoRepeatNgram(Constraint):
     n: int
 
     def __post_init__(self) -> None:
-        if self.n < 1:
-            raise SearchInputError(f"NoRepeatNgram needs n >= 1, got {self.n}")
+        integer("NoRepeatNgram n", self.n, minimum=1)
 
     def restrict(self, prefix: tuple[int, ...], source: tuple[int, ...], scores: Tensor, eos_id: int) -> None:
         k = self.n - 1
@@ -89,17 +86,21 @@ class NoRepeatNgram(Constraint):
 
 @dataclass(frozen=True)
 class BannedTokens(Constraint):
+    """Tokens no output may contain; banning EOS leaves no finished output."""
+
     ids: tuple[int, ...]
 
-    def __init__(self, ids: Iterable[int]):
-        object.__setattr__(self, "ids", tuple(int(i) for i in ids))
+    def __init__(self, ids: Collection[int]):
+        object.__setattr__(self, "ids", token_ids("BannedTokens ids", ids))
 
     def restrict(self, prefix: tuple[int, ...], source: tuple[int, ...], scores: Tensor, eos_id: int) -> None:
         if self.ids:
+            if max(self.ids) >= len(scores):
+                token_ids("BannedTokens ids", self.ids, len(scores))
             scores[list(self.ids)] = NEG_INF
 
     def accepts(self, tokens: tuple[int, ...], source: tuple[int, ...], eos_id: int) -> bool:
-        return not set(tokens) & set(self.ids)
+        return eos_id not in self.ids and not set(tokens) & set(self.ids)
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ import math
 from collections.abc import Sequence
 
 from decoding.beam import beam_search
-from decoding.best_first import best_first, check_sizes
+from decoding.best_first import best_first
 from decoding.constraints import Constraint, length_constraints
-from decoding.protocol import Counted, LanguageModel, as_ids, check_lengths
+from decoding.protocol import Counted, LanguageModel
 from decoding.types import Hypothesis, SearchResult, SearchStats
+from decoding.validate import search_inputs
 
 
 class _Mode:
@@ -39,18 +40,18 @@ def exact_search(lm: LanguageModel, source_ids: Sequence[int], *, max_len: int, 
     """The mode of p(y | x) over finished y with ``min_len <= len(y) <= max_len`` (EOS excluded) satisfying
     every constraint.
 
-    ``lower_bound`` replaces the beam seed: only outputs with log-probability >= it are searched for, and an
-    empty result then certifies that none exists. ``certified`` is True iff no budget (``max_nodes`` expanded
-    prefixes, ``max_seconds`` wall time, beam seed included) was hit; otherwise the best output found is
-    returned and ``stats.upper_bound`` bounds the true mode's log-probability from above.
+    ``lower_bound`` (a log-probability, <= 0) replaces the beam seed: only outputs with log-probability >= it are
+    searched for, and an empty result then certifies that none exists. ``certified`` is True iff no budget
+    (``max_nodes`` expanded prefixes, ``max_seconds`` wall time, beam seed included) was hit; otherwise the best
+    output found is returned and ``stats.upper_bound`` bounds the true mode's log-probability from above.
 
     The certificate is exact for the log-probabilities the model computes. In float32, a batched (padded)
     forward and a single-row one differ by ~1e-6 per token, so outputs within ~1e-5 of the mode are numerically
     tied with it.
     """
-    check_lengths(max_len, min_len)
-    check_sizes(batch_size, seed_beam_size)
-    source = as_ids(source_ids)
+    source = search_inputs(lm, source_ids, max_len=max_len, min_len=min_len, constraints=constraints,
+                           lower_bound=lower_bound, max_nodes=max_nodes, max_seconds=max_seconds,
+                           batch_size=batch_size, seed_beam_size=seed_beam_size)
     rules = length_constraints(min_len, max_len, constraints)
     stats = SearchStats()
     model = Counted(lm, stats)

@@ -7,15 +7,15 @@ from collections.abc import Sequence
 import torch
 
 from decoding.constraints import MaxLength, MinLength, restricted
-from decoding.protocol import Counted, LanguageModel, as_ids, check_lengths
+from decoding.protocol import Counted, LanguageModel
 from decoding.types import Hypothesis, SearchResult, SearchStats
+from decoding.validate import search_inputs
 
 
 def greedy_search(lm: LanguageModel, source_ids: Sequence[int], *, max_len: int, min_len: int = 0) -> SearchResult:
     """Pick the most probable allowed token until EOS. At ``max_len`` tokens only EOS is allowed, so the output
     is always finished (as in fairseq); EOS is disallowed before ``min_len``. Ties go to the lower token id."""
-    check_lengths(max_len, min_len)
-    source = as_ids(source_ids)
+    source = search_inputs(lm, source_ids, max_len=max_len, min_len=min_len)
     model = Counted(lm, SearchStats())
     constraints = [MinLength(min_len), MaxLength(max_len)]
     state = model.start(source)

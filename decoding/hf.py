@@ -24,6 +24,7 @@ from transformers.cache_utils import DynamicLayer
 
 from decoding.protocol import as_ids, check_finite
 from decoding.types import SearchInputError
+from decoding.validate import token_id, token_ids
 
 
 @dataclass(eq=False)
@@ -100,17 +101,19 @@ class _HFBase:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = model.config
-        self.eos_id = self._find_eos(eos_id)
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.eos_id = self._find_eos(eos_id)
         self.masked_ids = tuple(sorted(
-            i for i in {*self._default_masked_ids(), *extra_masked_ids}
+            i for i in {*self._default_masked_ids(), *token_ids("extra_masked_ids", extra_masked_ids, self.vocab_size)}
             if i is not None and i != self.eos_id and 0 <= i < self.vocab_size))
         self._mask = torch.zeros(self.vocab_size, dtype=torch.bool, device=model.device)
         self._mask[list(self.masked_ids)] = True
 
     def _find_eos(self, eos_id: int | None) -> int:
+        """``eos_id`` if given, else the first EOS id of the generation config, config or tokenizer; a token id of
+        the model's vocabulary."""
         if eos_id is not None:
-            return int(eos_id)
+            return token_id("eos_id", eos_id, self.vocab_size)
         candidates = [getattr(getattr(self.model, "generation_config", None), "eos_token_id", None),
                       self.config.eos_token_id,
                       getattr(self.tokenizer, "eos_token_id", None)]
@@ -118,7 +121,7 @@ class _HFBase:
             if isinstance(c, list | tuple) and c:
                 c = c[0]
             if c is not None:
-                return int(c)
+                return token_id("eos_id (the model's EOS token id)", c, self.vocab_size)
         raise SearchInputError(
             f"{type(self.model).__name__} has no EOS token id in its config, generation config or tokenizer; "
             "pass eos_id=... (mode search needs to know which token ends an output)")
@@ -126,6 +129,12 @@ class _HFBase:
     def _default_masked_ids(self) -> set[int | None]:
         tok = self.tokenizer
         return {self.config.pad_token_id, getattr(tok, "pad_token_id", None), getattr(tok, "unk_token_id", None)}
+
+    def _check_positions(self, n: int, what: str) -> None:
+        """Raise unless a sequence of ``n`` tokens fits the model's position embeddings (where they are limited)."""
+        limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
+        if limit is not None and n > limit:
+            raise SearchInputError(f"{what} of {n} tokens exceeds the model's {limit} positions")
 
     def _normalise(self, logits: Tensor) -> Tensor:
         """(..., V) logits -> log-probs over the non-masked tokens, float32."""
@@ -193,7 +202,7 @@ class HFCausalLM(_HFBase):
             if bos is None:
                 raise SearchInputError("empty prompt and the model has no BOS token to start from")
             ids = (int(bos),)
-        self._check_length(len(ids))
+        self._check_positions(len(ids), "input")
         return ids
 
     def start(self, source_ids: Sequence[int]) -> HFState:
@@ -205,14 +214,9 @@ class HFCausalLM(_HFBase):
         root = _KVNode(_stack_kv(out.past_key_values, slice(None))[:, :, 0], None, len(ids))
         return HFState([root], self._normalise(out.logits[:, -1]), _Source(ids), _last_hidden(out.hidden_states))
 
-    def _check_length(self, n: int) -> None:
-        limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
-        if limit is not None and n > limit:
-            raise SearchInputError(f"input of {n} tokens exceeds the model's {limit} positions")
-
     def extend(self, state: HFState, tokens: Tensor) -> HFState:
         parents = state.nodes
-        self._check_length(max(p.length for p in parents) + 1)
+        self._check_positions(max(p.length for p in parents) + 1, "input")
         layers, mask = self._gather(parents)
         mask = torch.cat([mask, mask.new_ones(len(parents), 1)], dim=1)
         positions = torch.tensor([[p.length] for p in parents], device=mask.device)
@@ -239,7 +243,8 @@ class HFSeq2SeqLM(_HFBase):
     """An encoder-decoder model (Marian, T5, BART). The encoder runs once per source; the decoder starts from
     ``decoder_start_token_id``, which the adapter feeds and never counts as an output token.
 
-    Masked: pad, unk, and the decoder-start token where it is not EOS."""
+    Masked: pad, unk, and the decoder-start token where it is not EOS. Sources, and decoder sequences (the start
+    token and the output), longer than the model's position embeddings are refused."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any = None, *, eos_id: int | None = None,
                  extra_masked_ids: Sequence[int] = ()):
@@ -259,9 +264,7 @@ class HFSeq2SeqLM(_HFBase):
         if not ids:
             raise SearchInputError("empty source: an encoder-decoder model needs at least one source token "
                                    "(tokenize with the tokenizer, which appends </s>)")
-        limit = getattr(self.config, "max_position_embeddings", None)
-        if limit is not None and len(ids) > limit:
-            raise SearchInputError(f"source of {len(ids)} tokens exceeds the model's {limit} positions")
+        self._check_positions(len(ids), "source")
         with torch.inference_mode():
             hidden = self.model.get_encoder()(input_ids=torch.tensor([ids], device=self.model.device))
         return _Source(ids, encoder_hidden=hidden.last_hidden_state)
@@ -279,6 +282,7 @@ class HFSeq2SeqLM(_HFBase):
         return HFState([root], self._normalise(out.logits[:, -1]), source, _last_hidden(out.decoder_hidden_states))
 
     def extend(self, state: HFState, tokens: Tensor) -> HFState:
+        self._check_positions(max(node.length for node in state.nodes) + 1, "decoder sequence")
         # Decoders derive positions from the cache length, so rows are batched only with rows of equal length.
         groups: dict[int, list[int]] = {}
         for row, node in enumerate(state.nodes):

@@ -7,14 +7,15 @@ A prefix of ``d`` tokens is expanded only while it could beat the incumbent of s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from decoding.beam import beam_search
-from decoding.best_first import best_first, check_sizes
+from decoding.best_first import best_first
 from decoding.constraints import Constraint, MaxLength
-from decoding.protocol import Counted, LanguageModel, as_ids
-from decoding.types import Hypothesis, SearchInputError, SearchResult, SearchStats
+from decoding.protocol import Counted, LanguageModel
+from decoding.types import Hypothesis, SearchResult, SearchStats
+from decoding.validate import search_inputs
 
 
 class _PerLength:
@@ -39,18 +40,17 @@ class _PerLength:
             self.best[n] = hyp
 
 
-def length_conditional_modes(lm: LanguageModel, source_ids: Sequence[int], *, lengths: Iterable[int],
+def length_conditional_modes(lm: LanguageModel, source_ids: Sequence[int], *, lengths: Collection[int],
                              constraints: Sequence[Constraint] = (), max_nodes: int | None = None,
                              max_seconds: float | None = None, batch_size: int = 16,
                              seed_beam_size: int = 4) -> dict[int, SearchResult]:
-    """``{L: result}``: each result's ``best`` is the most probable finished output of exactly L tokens (EOS
-    excluded; empty ``hypotheses`` if none satisfies the constraints). All results share one search's stats;
-    each is ``certified`` iff no unexpanded prefix of depth <= L could still beat it when the search stopped."""
-    wanted = sorted(set(int(n) for n in lengths))
-    if not wanted or wanted[0] < 0:
-        raise SearchInputError(f"lengths must be a non-empty set of non-negative integers, got {wanted}")
-    check_sizes(batch_size, seed_beam_size)
-    source = as_ids(source_ids)
+    """``{L: result}`` for every L in ``lengths`` (non-negative ints): each result's ``best`` is the most probable
+    finished output of exactly L tokens (EOS excluded; empty ``hypotheses`` if none satisfies the constraints). All
+    results share one search's stats; each is ``certified`` iff no unexpanded prefix of depth <= L could still beat
+    it when the search stopped."""
+    source = search_inputs(lm, source_ids, lengths=lengths, constraints=constraints, max_nodes=max_nodes,
+                           max_seconds=max_seconds, batch_size=batch_size, seed_beam_size=seed_beam_size)
+    wanted = sorted({int(n) for n in lengths})
     stats = SearchStats()
     policy = _PerLength(wanted)
     model = Counted(lm, stats)

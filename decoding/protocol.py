@@ -14,7 +14,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import torch
 from torch import Tensor
 
-from decoding.types import NonFiniteLogProbError, SearchInputError, SearchStats
+from decoding.types import NonFiniteLogProbError, SearchStats
+from decoding.validate import token_ids
 
 State = TypeVar("State")
 
@@ -70,13 +71,8 @@ class HiddenStates(Protocol):
 
 
 def as_ids(ids: Sequence[int] | Tensor, what: str = "source_ids") -> tuple[int, ...]:
-    if isinstance(ids, Tensor):
-        if ids.dim() != 1:
-            raise SearchInputError(f"{what} must be one sequence of token ids, got a tensor of shape "
-                                   f"{tuple(ids.shape)}")
-        ids = ids.tolist()
-    out = tuple(int(i) for i in ids)
-    return out
+    """``ids`` (a sequence or 1-D tensor of non-negative integers) as a tuple of ints."""
+    return token_ids(what, ids)
 
 
 def check_finite(logprobs: Tensor) -> Tensor:
@@ -88,15 +84,6 @@ def check_finite(logprobs: Tensor) -> Tensor:
     if (logprobs.amax(dim=-1) == float("-inf")).any():
         raise NonFiniteLogProbError("the model put zero probability on every allowed token")
     return logprobs
-
-
-def check_lengths(max_len: int, min_len: int) -> None:
-    if max_len < 0:
-        raise SearchInputError(f"max_len must be >= 0, got {max_len}")
-    if min_len < 0:
-        raise SearchInputError(f"min_len must be >= 0, got {min_len}")
-    if max_len < min_len:
-        raise SearchInputError(f"max_len ({max_len}) < min_len ({min_len}): no output length is allowed")
 
 
 class Counted:

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from decoding.protocol import Counted, LanguageModel, as_ids, check_lengths
-from decoding.types import Hypothesis, SearchInputError, SearchResult, SearchStats
+from decoding.protocol import Counted, LanguageModel
+from decoding.types import Hypothesis, SearchResult, SearchStats
+from decoding.validate import search_inputs
 
 
 def sample(lm: LanguageModel, source_ids: Sequence[int], *, n: int, max_len: int, temperature: float = 1.0,
@@ -15,16 +16,8 @@ def sample(lm: LanguageModel, source_ids: Sequence[int], *, n: int, max_len: int
     """``n`` samples in draw order. ``logprob`` is under the model itself (not the tempered/truncated sampling
     distribution). A sample that has not produced EOS after ``max_len`` tokens is returned unfinished. Draws come
     from a CPU generator seeded with ``seed``, so the samples do not depend on the model's device."""
-    check_lengths(max_len, 0)
-    if n < 1:
-        raise SearchInputError(f"n must be >= 1, got {n}")
-    if temperature <= 0:
-        raise SearchInputError(f"temperature must be > 0 (use greedy_search for temperature 0), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise SearchInputError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise SearchInputError(f"top_p must be in (0, 1], got {top_p}")
-    source = as_ids(source_ids)
+    source = search_inputs(lm, source_ids, n=n, max_len=max_len, temperature=temperature, top_k=top_k, top_p=top_p,
+                           seed=seed)
     gen = torch.Generator().manual_seed(seed)
     model = Counted(lm, SearchStats())
     eos = lm.eos_id

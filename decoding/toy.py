@@ -26,6 +26,7 @@ from torch import Tensor
 from decoding.attributes import Attribute, source_content
 from decoding.protocol import LanguageModel, as_ids
 from decoding.types import SearchInputError
+from decoding.validate import integer, token_id, token_ids
 
 
 @dataclass
@@ -82,13 +83,15 @@ class TabularLM(_ToyBase):
     """P(y) given explicitly for finished outputs y (token tuples without EOS); the source is ignored."""
 
     def __init__(self, table: Mapping[tuple[int, ...], float], vocab_size: int, eos_id: int):
+        self.vocab_size = integer("vocab_size", vocab_size, minimum=1)
+        self.eos_id = token_id("eos_id", eos_id, self.vocab_size)
+        keys = [token_ids("table key", y, self.vocab_size) for y in table]
         total = sum(table.values())
         if not table or total <= 0:
             raise SearchInputError("a TabularLM needs at least one sequence with positive probability")
-        if any(eos_id in y for y in table):
+        if any(self.eos_id in y for y in keys):
             raise SearchInputError("table keys are outputs without EOS; EOS is appended implicitly")
-        self.table = {tuple(y): p / total for y, p in table.items() if p > 0}
-        self.vocab_size, self.eos_id = vocab_size, eos_id
+        self.table = {y: p / total for y, p in zip(keys, table.values(), strict=True) if p > 0}
         self._mass: dict[tuple[int, ...], float] = defaultdict(float)
         for y, p in self.table.items():
             for i in range(len(y) + 1):
@@ -122,8 +125,9 @@ class NGramLM(_ToyBase):
 
     def __init__(self, logprobs: Tensor, eos_id: int, masked_ids: Sequence[int] = ()):
         self.order = logprobs.dim()
-        self.vocab_size, self.eos_id = int(logprobs.shape[-1]), eos_id
-        self.masked_ids = tuple(masked_ids)
+        self.vocab_size = int(logprobs.shape[-1])
+        self.eos_id = token_id("eos_id", eos_id, self.vocab_size)
+        self.masked_ids = token_ids("masked_ids", masked_ids, self.vocab_size)
         table = logprobs.double().clone()
         if self.masked_ids:
             table[..., list(self.masked_ids)] = float("-inf")
@@ -150,9 +154,7 @@ class ExactClassifier:
     every prefix of at most ``max_len`` tokens: feasible for toy vocabularies only."""
 
     def __init__(self, lm: LanguageModel, attribute: Attribute, max_len: int):
-        if max_len < 0:
-            raise SearchInputError(f"max_len must be >= 0, got {max_len}")
-        self.lm, self.attribute, self.max_len = lm, attribute, max_len
+        self.lm, self.attribute, self.max_len = lm, attribute, integer("max_len", max_len, minimum=0)
         self._tables: dict[tuple[int, ...], dict[tuple[int, ...], Tensor]] = {}
 
     def log_q(self, lm: LanguageModel, state: Any, source: tuple[int, ...],

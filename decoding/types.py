@@ -15,7 +15,8 @@ from typing import Any
 
 
 class SearchInputError(ValueError):
-    """A search was called with arguments that cannot describe a valid search space."""
+    """A search, model adapter or constraint was given arguments that cannot describe a valid search space (see
+    ``decoding.validate``)."""
 
 
 class NonFiniteLogProbError(FloatingPointError):

@@ -69,3 +69,26 @@ def test_nan_logits_raise_a_clear_error():
 def test_over_long_input_is_rejected():
     with pytest.raises(SearchInputError, match="exceeds"):
         greedy_search(HFCausalLM(tiny_gpt2(0)), [3] * 40, max_len=2)
+
+
+def test_decoder_position_limit_is_explained():
+    """The decoder's sequence (start token + output) fits the model's 32 positions up to 31 output tokens."""
+    lm = HFSeq2SeqLM(tiny_marian(0))
+    assert greedy_search(lm, (3, 4, 0), max_len=31, min_len=31).best.length == 31
+    with pytest.raises(SearchInputError, match="decoder sequence of 33 tokens exceeds the model's 32 positions"):
+        greedy_search(lm, (3, 4, 0), max_len=40, min_len=40)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: HFCausalLM(tiny_gpt2(0), eos_id=99), lambda: HFCausalLM(tiny_gpt2(0), eos_id=-1),
+    lambda: HFCausalLM(tiny_gpt2(0), eos_id=True), lambda: HFSeq2SeqLM(tiny_marian(0), eos_id=6),
+], ids=["causal-99", "causal--1", "causal-bool", "seq2seq-6"])
+def test_eos_outside_the_vocabulary_is_rejected(build):
+    with pytest.raises(SearchInputError, match="eos_id"):
+        build()
+
+
+@pytest.mark.parametrize("lm", [HFCausalLM(tiny_gpt2(0)), HFSeq2SeqLM(tiny_marian(0))], ids=["causal", "seq2seq"])
+def test_source_ids_outside_the_vocabulary_are_rejected(lm):
+    with pytest.raises(SearchInputError, match=r"source_ids\[2\]"):
+        greedy_search(lm, (3, 4, 6), max_len=3)
