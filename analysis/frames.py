@@ -108,7 +108,7 @@ def result_rows(found: Sequence[Found], *, family: str, settings: Mapping[str, A
     for rank, f in enumerate(found):
         h, res, extra = f
         more = {**res.stats.extra, **(columns(f) if columns else {})}
-        undeclared = sorted(set(more) - set(OPTIONAL_COLUMNS))
+        undeclared = sorted((set(extra) | set(more)) - set(OPTIONAL_COLUMNS))
         if undeclared:
             raise ValueError(f"undeclared result columns {undeclared}; declare them in analysis.frames")
         rows.append({

@@ -51,8 +51,12 @@ def _figures(args: argparse.Namespace) -> None:
 
     log = logging.getLogger("figures.render")  # says which figure it writes or skips, and why
     log.setLevel(logging.INFO)
-    log.addHandler(logging.StreamHandler(sys.stdout))
-    paths = render_figures(_run_dir(args.run_dir))
+    handler = logging.StreamHandler(sys.stdout)
+    log.addHandler(handler)
+    try:
+        paths = render_figures(_run_dir(args.run_dir))
+    finally:
+        log.removeHandler(handler)
     if not paths:
         raise InputError(f"no figure applies to the rows of {args.run_dir} (the reasons are above)")
     for path in paths:

@@ -157,7 +157,8 @@ def pending(run: RunDir, examples: Sequence[Example], methods_: Sequence[Method]
     names = [m.name for m in methods_]
     if len(set(names)) != len(names):
         raise ValueError(f"two methods share a name: {names}")
-    return [(ex, m) for ex in examples for m in methods_ if _unit(prefix, ex, m) not in run.done]
+    done = run.done
+    return [(ex, m) for ex in examples for m in methods_ if _unit(prefix, ex, m) not in done]
 
 
 def search_all(run: RunDir, todo: Sequence[tuple[Example, Method]], *, lm: Any, tok: Any, model: str, dataset: str,

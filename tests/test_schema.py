@@ -98,3 +98,10 @@ def test_committed_results_are_in_the_current_schema():
         assert "family" in df.columns and df["family"].isin(list(methods.FAMILIES)).all(), run
         labels = [methods.label(f, {"beam_size": k}) for f, k in zip(df["family"], df["beam_size"], strict=True)]
         assert labels == df["method"].tolist(), run
+
+
+def test_per_row_columns_of_a_search_must_be_declared_too(lm):
+    res = beam_search(lm, [], beam_size=1, max_len=3)
+    with pytest.raises(ValueError, match=r"undeclared result columns \['target_len'\]"):
+        result_rows([Found(res.best, res, {"target_len": 1})], family="beam", settings={"beam_size": 1},
+                    example=EXAMPLE, model="toy", dataset="toy/test", signature={}, decode=_decode)
