@@ -1,0 +1,198 @@
+"""HSO and dynamic evaluation: exactness at lr = 0, adaptation, frozen / restored weights, moments that travel with
+their cache entries, and HSO as a LanguageModel checked like every adapter."""
+
+import pytest
+import torch
+
+from decoding import beam_search, exact_search, greedy_search
+from models.errors import ConfigError
+from models.hso import HSO, HSOLM, DynamicEvaluation, NoAdaptation, Window, _target_logprobs
+from tests.conftest import brute_mode, tiny_gemma3, tiny_gpt2, tiny_llama, tiny_qwen2
+
+TEXT = [1, 2, 3, 4, 2, 3, 1, 2, 4, 4, 3, 2, 1, 3, 4, 2, 3, 2, 1, 4, 3]
+
+BUILDS = {"gpt2": tiny_gpt2, "llama": tiny_llama, "qwen2": tiny_qwen2,
+          "gemma3": lambda seed: tiny_gemma3(seed, sliding_window=32)}
+REPEATED = TEXT + TEXT[:10]  # within every tiny model's 32 positions
+
+
+@pytest.fixture(params=list(BUILDS))
+def model(request):
+    return BUILDS[request.param](0).double()
+
+
+def teacher_forced(model, ids):
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1]
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+
+
+def parameters(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def unchanged(model, before):
+    return all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("scorer", [
+    lambda m: NoAdaptation(m, segment=4, window=24),
+    lambda m: HSO(m, lr=0.0, steps_per_segment=3, segment=4, window=24),
+    lambda m: DynamicEvaluation(m, lr=0.0, segment=5, window=24),
+    lambda m: HSO(m, lr=0.0, segment=24, window=8),
+], ids=["none", "hso", "dynamic_eval", "one_segment"])
+def test_lr_zero_is_teacher_forced_scoring(model, scorer):
+    """With a window that holds the whole text, streaming in segments changes nothing."""
+    assert torch.allclose(scorer(model).score_text(TEXT), teacher_forced(model, TEXT), atol=1e-6, rtol=0)
+
+
+def test_one_hso_step_lowers_the_adapted_texts_nll(model):
+    """HSO re-scores a segment better after one step on its own NLL, and the parameters are bit-identical."""
+    before = parameters(model)
+    flags = [p.requires_grad for p in model.parameters()]
+    hso = HSO(model, lr=0.05, segment=8, window=24)
+    ids = TEXT[:17]
+    window = Window.fresh(*_cache(hso, ids[:8]))
+    targets = torch.tensor(ids[9:17])
+    allowed = torch.ones(8, 16, dtype=torch.bool)
+    allowed[:, 8:] = torch.ones(8, 8, dtype=torch.bool).tril()
+    with hso._session():
+        with torch.enable_grad():
+            first = hso._adapt(window, ids[8:16], torch.arange(8, 16), targets, allowed)
+        with torch.no_grad():
+            after = _target_logprobs(hso._forward(ids[8:16], torch.arange(8, 16), window.kv, allowed).logits, targets)
+    assert after.sum() > first.sum()
+    assert unchanged(model, before)
+    assert [p.requires_grad for p in model.parameters()] == flags
+
+
+def _cache(hso, ids):
+    with torch.no_grad():
+        fwd = hso._forward(ids, torch.arange(len(ids)), None, torch.ones(len(ids), len(ids), dtype=torch.bool).tril())
+    return fwd.kv, torch.arange(len(ids))
+
+
+def test_hso_improves_a_repeated_text_and_leaves_weights_bit_identical(model):
+    before = parameters(model)
+    ids = REPEATED
+    plain = NoAdaptation(model, segment=4, window=12).score_text(ids)
+    adapted = HSO(model, lr=0.01, steps_per_segment=2, segment=4, window=12).score_text(ids)
+    assert torch.equal(adapted[:4], plain[:4])  # the first segment has no cache to adapt
+    assert adapted.sum() > plain.sum()
+    assert unchanged(model, before)
+
+
+class Recording(HSO):
+    """Snapshots the window (positions, moments, steps) before and after each segment's update."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = []
+
+    def _segment(self, window, ids, positions, targets):
+        def snap(w):
+            return None if w is None else (w.positions.clone(), w.m.clone(), w.v.clone(), w.steps.clone())
+
+        before = snap(window)
+        out = super()._segment(window, ids, positions, targets)
+        self.log.append((before, snap(window), positions.clone()))
+        return out
+
+
+def test_moments_follow_their_entries_as_the_window_slides():
+    model = tiny_llama(2).double()
+    hso = Recording(model, lr=0.02, steps_per_segment=2, segment=3, window=7)
+    hso.score_text(TEXT)
+    for (_, after, seg), (before_next, _, _) in zip(hso.log, hso.log[1:], strict=False):
+        if before_next is None or after is None:
+            continue
+        pos_after, m_after, v_after, steps_after = after
+        pos_next, m_next, v_next, steps_next = before_next
+        assert len(pos_next) <= 7 and pos_next[-1].item() == seg[-1].item()  # the last 7 tokens, newest last
+        for j, p in enumerate(pos_next.tolist()):
+            if p in pos_after.tolist():
+                i = pos_after.tolist().index(p)
+                assert torch.equal(m_next[:, :, :, j], m_after[:, :, :, i])
+                assert torch.equal(v_next[:, :, :, j], v_after[:, :, :, i])
+                assert steps_next[j] == steps_after[i]
+            else:  # arrived with the last segment: fresh moments
+                assert steps_next[j] == 0 and not m_next[:, :, :, j].any()
+    # an entry's step count is the number of updates it has seen: 2 per segment since it arrived
+    pos, _, _, steps = hso.log[-1][1]
+    arrived = {p: k for k, (_, _, seg) in enumerate(hso.log) for p in seg.tolist()}
+    assert [s.item() for s in steps] == [2 * (len(hso.log) - 1 - arrived[p]) for p in pos.tolist()]
+
+
+def test_dynamic_evaluation_adapts_and_restores_the_weights(model):
+    before = parameters(model)
+    flags = [p.requires_grad for p in model.parameters()]
+    ids = REPEATED
+    plain = NoAdaptation(model, segment=4, window=12).score_text(ids)
+    for params in ("all", "norms_biases"):
+        adapted = DynamicEvaluation(model, lr=0.002, decay=0.02, params=params, segment=4, window=12).score_text(ids)
+        assert not torch.equal(adapted, plain)
+        assert unchanged(model, before)
+        assert [p.requires_grad for p in model.parameters()] == flags
+    assert DynamicEvaluation(model, lr=0.002, segment=4, window=12).score_text(ids).sum() > plain.sum()
+
+
+def test_bad_settings_are_refused():
+    model = tiny_llama(0)
+    for kwargs, match in [({"lr": -1.0}, "lr"), ({"lr": 0.1, "steps_per_segment": 1.5}, "steps_per_segment"),
+                          ({"lr": 0.1, "states": "q"}, "states"), ({"lr": 0.1, "betas": (0.9, 1.0)}, "betas"),
+                          ({"lr": 0.1, "segment": 0}, "segment")]:
+        with pytest.raises(ConfigError, match=match):
+            HSO(model, **kwargs)
+    with pytest.raises(ConfigError, match="sliding attention window"):
+        HSO(tiny_gemma3(0, sliding_window=16), lr=0.1, segment=8, window=12)
+    assert HSO(tiny_gemma3(0, sliding_window=16), lr=0.1, segment=4).window == 12
+    with pytest.raises(Exception, match="exceeds the model's 32 positions"):
+        NoAdaptation(model).score_text(TEXT * 2)
+
+
+def hso_lm(build, seed, lr=0.05, steps=3):
+    return HSOLM(HSO(build(seed), lr=lr, steps_per_segment=steps, segment=8))
+
+
+@pytest.mark.parametrize("kind", list(BUILDS))
+def test_hso_lm_rows_batch_like_single_rows_and_equal_score(kind):
+    lm = hso_lm(BUILDS[kind], 0)
+    source = (3, 4, 2, 1)
+    root = lm.start(source)
+    a = lm.extend(root, torch.tensor([4]))
+    b = lm.extend(lm.extend(a, torch.tensor([2])), torch.tensor([1]))
+    batch = lm.extend(lm.concat([root, b, a]), torch.tensor([1, 3, 4]))
+    single = [lm.extend(s, torch.tensor([t])) for s, t in [(root, 1), (b, 3), (a, 4)]]
+    assert torch.allclose(lm.logprobs(batch), torch.cat([lm.logprobs(s) for s in single]), atol=1e-5)
+    forced = lm.score(source, (4, 2, 1, 3))
+    cached = [lm.logprobs(s)[0, t] for s, t in [(root, 4), (a, 2), (lm.extend(a, torch.tensor([2])), 1), (b, 3)]]
+    assert torch.allclose(torch.stack(cached), forced, atol=1e-5)
+
+
+def test_hso_lm_changes_the_distribution_and_lr_zero_does_not():
+    from decoding.hf import HFCausalLM
+
+    model = tiny_gpt2(3)
+    base = HFCausalLM(model)
+    source, target = (3, 4, 2, 3, 4, 2), (3, 4, 0)
+    plain = base.score(source, target)
+    assert torch.allclose(HSOLM(HSO(model, lr=0.0, steps_per_segment=3)).score(source, target), plain, atol=1e-6)
+    adapted = HSOLM(HSO(model, lr=0.1, steps_per_segment=3))
+    assert not torch.allclose(adapted.score(source, target), plain, atol=1e-3)
+    assert adapted.signature()["hso"] == {"method": "hso", "segment": 32, "window": 512, "lr": 0.1, "steps": 3,
+                                          "betas": [0.9, 0.999], "states": "kv"}
+
+
+@pytest.mark.parametrize("kind,seed", [("gpt2", 0), ("llama", 1), ("qwen2", 2)])
+def test_exact_search_on_hso_equals_brute_force(kind, seed):
+    lm = hso_lm(BUILDS[kind], seed, lr=0.1)
+    source = (2, 4, 3)
+    for min_len in (0, 2):
+        mode, lp = brute_mode(lm, source, 4, min_len)
+        res = exact_search(lm, source, max_len=4, min_len=min_len, batch_size=3)
+        assert res.certified and res.best.token_ids == mode
+        assert res.best.logprob == pytest.approx(lp, abs=1e-5)
+    greedy = greedy_search(lm, source, max_len=4)
+    beam = beam_search(lm, source, beam_size=3, max_len=4)
+    for hyp in (greedy.best, beam.best):
+        assert hyp.logprob == pytest.approx(float(lm.score(source, hyp.token_ids).sum()), abs=1e-5)
