@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from experiments.config import CONFIGS, load_config, parse_override
+from experiments.config import CONFIGS, load_config, parse_override, run_options
 from models.errors import InputError
 
 # name -> (what it does, module, config class); modules are imported only when run (they import torch)
@@ -35,8 +36,18 @@ def _run(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
     _, module_name, config_class = EXPERIMENTS[name]
     module = importlib.import_module(module_name)
-    cfg = load_config(getattr(module, config_class), name, Path(args.config) if args.config else None, overrides)
-    module.main(cfg, out, limit=args.limit, argv=sys.argv)
+    config = Path(args.config) if args.config else None
+    cfg = load_config(getattr(module, config_class), name, config, overrides)
+    on_ray = run_options(name, config, overrides) | {k: v for k, v in [("ray", args.ray), (
+        "ray_workers", args.ray_workers), ("ray_threads", args.ray_threads)] if v is not None}
+    if on_ray.get("ray") is None:
+        module.main(cfg, out, limit=args.limit, argv=sys.argv)
+        return
+    from experiments.distributed import RayOptions
+
+    if "ray" not in inspect.signature(module.main).parameters:
+        raise InputError(f"the {name} experiment does not run on Ray; drop --ray (and ray from its config)")
+    module.main(cfg, out, limit=args.limit, argv=sys.argv, ray=RayOptions.from_keys(on_ray))
 
 
 def _run_dir(path: str) -> Path:
@@ -136,6 +147,12 @@ def main(argv: list[str] | None = None) -> None:
                      help="override a config key, e.g. --set max_seconds=120 --set 'beam_sizes=[1,5]'")
     run.add_argument("--limit", type=_positive, help="only the first N examples (N >= 1)")
     run.add_argument("--out", help="run directory (default runs/<experiment>-<time>); an existing one is resumed")
+    run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="search on Ray actors (pip install -e '.[dist]'): 'local' starts Ray here, 'auto' joins the "
+                     "cluster `ray start` made, or host:port; bare --ray lets Ray choose (config key: ray)")
+    run.add_argument("--ray-workers", type=_positive, metavar="N",
+                     help="Ray actors, each loading the model once (default: as many as the cluster's CPUs hold)")
+    run.add_argument("--ray-threads", type=_positive, metavar="N", help="torch threads per Ray actor (default 1)")
     run.set_defaults(func=_run)
     train = sub.add_parser("train", help="train a model: `lq train mt` (the Bible de->en Marian model) or "
                            "`lq train classifier` (the attribute classifiers of conditional beam search)",

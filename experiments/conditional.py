@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -51,8 +51,11 @@ from decoding import (
 )
 from decoding.attributes import source_content
 from experiments.config import ConfigError, check, settings_hash
-from experiments.loop import Example, Found, Method, Sources, chat_examples, pending, search_all, translation_examples
+from experiments.loop import Example, Found, Method, Sources, Work, chat_examples, execute, translation_examples
 from experiments.rundir import RunDir
+
+if TYPE_CHECKING:
+    from experiments.distributed import RayOptions
 
 
 @dataclass(frozen=True)
@@ -236,24 +239,34 @@ def methods(cfg: ConditionalConfig, task: Task, classifier: Any) -> list[Method]
             Method("exact_conditional", budget, exact_conditional, keep=1)]
 
 
-def main(cfg: ConditionalConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None) -> Path:
+def _work(cfg: ConditionalConfig, task: Task, classifier: Any) -> Work:
+    def holds(ex: Example, found: Found) -> dict[str, Any]:
+        """Whether the output has A (missing without output)."""
+        h = found.hypothesis
+        content = source_content(ex.source_ids, task.lm.eos_id)
+        return {"attribute": task.attribute.name,
+                "attribute_holds": None if h is None else task.attribute(h.token_ids[:h.length], content)}
+
+    return Work(task.lm, task.tok, task.model, task.dataset, task.examples, methods(cfg, task, classifier),
+                prefix=f"{task.model}/", columns=holds)
+
+
+def task_work(cfg: ConditionalConfig, model: str, limit: int | None) -> Work:
+    """One model's searches, its classifier from the cache: built in each Ray worker."""
+    task = load_task(cfg, model, limit)
+    return _work(cfg, task, train_or_load_classifier(cfg, task)[0])
+
+
+def main(cfg: ConditionalConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None,
+         ray: RayOptions | None = None) -> Path:
     with RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv) as run:
         calibration = []
         for i, model in enumerate(cfg.models):
             print(f"[{i + 1}/{len(cfg.models)}] {model}", file=sys.stderr)
             task = load_task(cfg, model, limit)
-            classifier, folder = train_or_load_classifier(cfg, task)
+            classifier, folder = train_or_load_classifier(cfg, task)  # here, once: Ray workers load it cached
             calibration.append(calibration_rows(task, folder))
-
-            def holds(ex: Example, found: Found, task: Task = task) -> dict[str, Any]:
-                """Whether the output has A (missing without output)."""
-                h = found.hypothesis
-                content = source_content(ex.source_ids, task.lm.eos_id)
-                return {"attribute": task.attribute.name,
-                        "attribute_holds": None if h is None else task.attribute(h.token_ids[:h.length], content)}
-
-            search_all(run, pending(run, task.examples, methods(cfg, task, classifier), prefix=f"{model}/"),
-                       lm=task.lm, tok=task.tok, model=model, dataset=task.dataset, prefix=f"{model}/", columns=holds)
+            execute(run, partial(task_work, cfg, model, limit), ray=ray, work=_work(cfg, task, classifier))
         from experiments.report import CALIBRATION, finish_run
 
         pd.concat(calibration, ignore_index=True).to_parquet(run.path / CALIBRATION, index=False)

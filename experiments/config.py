@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 from models.errors import ConfigError
 
-__all__ = ["CONFIGS", "ConfigError", "check", "load_config", "parse_override", "settings_hash"]
+__all__ = ["CONFIGS", "RUN_KEYS", "ConfigError", "build_config", "check", "load_config", "parse_override",
+           "run_options", "settings_hash"]
 
 C = TypeVar("C")
 
@@ -54,14 +55,34 @@ def _type_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint)
 
 
-def load_config(cls: type[C], name: str, path: Path | None = None, overrides: dict[str, Any] | None = None) -> C:
-    """``cls`` from ``path`` (default ``configs/<name>.toml``) with ``overrides`` applied; unknown keys fail."""
+# Keys of a config file or --set that say how a run executes, not what it computes: they are not part of the
+# experiment's config (so a run started on Ray resumes in-process and the reverse); `run_options` reads them.
+RUN_KEYS = ("ray", "ray_workers", "ray_threads", "ray_gpus", "ray_shard")
+
+
+def _read(name: str, path: Path | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
     path = path or CONFIGS / f"{name}.toml"
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"cannot read the {name} config {path}: {err}") from err
-    data.update(overrides or {})
+    return data | (overrides or {})
+
+
+def run_options(name: str, path: Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``RUN_KEYS`` that the config file (default ``configs/<name>.toml``) and ``overrides`` set."""
+    return {k: v for k, v in _read(name, path, overrides).items() if k in RUN_KEYS}
+
+
+def load_config(cls: type[C], name: str, path: Path | None = None, overrides: dict[str, Any] | None = None) -> C:
+    """``cls`` from ``path`` (default ``configs/<name>.toml``) with ``overrides`` applied, without ``RUN_KEYS``;
+    unknown keys fail."""
+    data = {k: v for k, v in _read(name, path, overrides).items() if k not in RUN_KEYS}
+    return build_config(cls, name, data)
+
+
+def build_config(cls: type[C], name: str, data: dict[str, Any]) -> C:
+    """``cls(**data)`` once every key is known and every value has its field's type."""
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(hints))
     if unknown:

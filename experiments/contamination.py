@@ -22,8 +22,9 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from decoding import MinLength, NotCopyOfSource, beam_search, exact_search
 from experiments.config import ConfigError, check, settings_hash
@@ -32,12 +33,16 @@ from experiments.loop import (
     Found,
     Method,
     Sources,
+    Work,
+    execute,
     load_translation_lm,
     pending,
-    search_all,
     translation_examples,
 )
 from experiments.rundir import RunDir
+
+if TYPE_CHECKING:
+    from experiments.distributed import RayOptions
 
 NOISES = ("empty", "copy")
 
@@ -155,8 +160,28 @@ def methods(cfg: ContaminationConfig, lm: Any) -> list[Method]:
     ]
 
 
+def _sources(cfg: ContaminationConfig, limit: int | None) -> tuple[Any, list[Example]]:
+    """The base model's tokenizer and the test sources."""
+    sources = Sources(cfg.corpus, cfg.split, cfg.n, cfg.max_source_tokens, cfg.max_len_ratio, cfg.max_len)
+    _, tok, _, prompt = load_translation_lm(str(_base_folder(cfg.base_model)), shots=0, device=cfg.device)
+    return tok, translation_examples(sources, tok, prompt, limit)
+
+
+def _tag(cfg: ContaminationConfig, kind: str, eps: float) -> str:
+    return f"{cfg.base_model}+{kind}@{eps:g}"
+
+
+def setting_work(cfg: ContaminationConfig, kind: str, eps: float, limit: int | None) -> Work:
+    """One fine-tuned model's searches (its model from ``finetune``'s cache): built where the searches run (this
+    process, or each Ray worker)."""
+    tok, chosen = _sources(cfg, limit)
+    lm, _, _, _ = load_translation_lm(str(finetune(cfg, kind, eps, limit=limit)), shots=0, device=cfg.device)
+    return Work(lm, tok, _tag(cfg, kind, eps), f"{cfg.corpus}/{cfg.split}", chosen, methods(cfg, lm),
+                prefix=f"{_tag(cfg, kind, eps)}/", columns=_setting_columns(cfg, lm, tok, kind, eps))
+
+
 def main(cfg: ContaminationConfig, out_dir: Path, *, limit: int | None = None,
-         argv: list[str] | None = None) -> Path:
+         argv: list[str] | None = None, ray: RayOptions | None = None) -> Path:
     from experiments.report import TOY, finish_run
 
     with RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv) as run:
@@ -164,19 +189,14 @@ def main(cfg: ContaminationConfig, out_dir: Path, *, limit: int | None = None,
             from experiments.contamination_toy import toy_check
 
             toy_check().to_parquet(run.path / TOY, index=False)
-        sources = Sources(cfg.corpus, cfg.split, cfg.n, cfg.max_source_tokens, cfg.max_len_ratio, cfg.max_len)
-        _, tok, _, prompt = load_translation_lm(str(_base_folder(cfg.base_model)), shots=0, device=cfg.device)
-        chosen = translation_examples(sources, tok, prompt, limit)
+        _, chosen = _sources(cfg, limit)
         settings = cfg.settings()
         for i, (kind, eps) in enumerate(settings):
-            model_tag = f"{cfg.base_model}+{kind}@{eps:g}"
-            prefix = f"{model_tag}/"
-            if not pending(run, chosen, methods(cfg, None), prefix=prefix):
+            model_tag = _tag(cfg, kind, eps)
+            if not pending(run, chosen, methods(cfg, None), prefix=f"{model_tag}/"):
                 continue
             print(f"[{i + 1}/{len(settings)}] {model_tag}: fine-tuning {cfg.steps} steps (cached once done)",
                   file=sys.stderr)
-            lm, _, _, _ = load_translation_lm(str(finetune(cfg, kind, eps, limit=limit)), shots=0, device=cfg.device)
-            search_all(run, pending(run, chosen, methods(cfg, lm), prefix=prefix), lm=lm, tok=tok, model=model_tag,
-                       dataset=f"{cfg.corpus}/{cfg.split}", prefix=prefix,
-                       columns=_setting_columns(cfg, lm, tok, kind, eps))
+            finetune(cfg, kind, eps, limit=limit)  # here, once: the work (and every Ray worker) loads it cached
+            execute(run, partial(setting_work, cfg, kind, eps, limit), ray=ray)
         return finish_run(run.path)

@@ -14,15 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from analysis import methods as method_families
 from decoding import Constraint, MinLength, SearchResult, beam_search, exact_search, greedy_search
 from experiments.config import check
-from experiments.loop import Example, Method, pending, search_all
+from experiments.loop import Example, Method, Work, execute
 from experiments.rundir import RunDir
+
+if TYPE_CHECKING:
+    from experiments.distributed import RayOptions
 
 
 @dataclass(frozen=True)
@@ -62,19 +65,25 @@ def methods(cfg: DemoConfig, lm: Any) -> list[Method]:
     ]
 
 
-def main(cfg: DemoConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None) -> Path:
-    from experiments.report import finish_run
+def work(cfg: DemoConfig, limit: int | None) -> Work:
+    """The model, its prompts and methods: built where the searches run (this process, or each Ray worker)."""
     from models import load_lm
     from models.chat import prompt_ids
 
+    lm, tok, info = load_lm(cfg.model, device=cfg.device)
+    prompts = cfg.prompts[:limit] if limit else cfg.prompts
+    examples = [Example(example_id=str(i), source=p, reference=None, source_ids=prompt_ids(tok, p),
+                        source_tokens=len(tok(p, add_special_tokens=False)["input_ids"]), reference_tokens=None,
+                        max_len=cfg.max_len) for i, p in enumerate(prompts)]
+    return Work(lm, tok, info.name, "demo-prompts", examples, methods(cfg, lm))
+
+
+def main(cfg: DemoConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None,
+         ray: RayOptions | None = None) -> Path:
+    from experiments.report import finish_run
+
     with RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv) as run:
-        lm, tok, info = load_lm(cfg.model, device=cfg.device)
-        prompts = cfg.prompts[:limit] if limit else cfg.prompts
-        examples = [Example(example_id=str(i), source=p, reference=None, source_ids=prompt_ids(tok, p),
-                            source_tokens=len(tok(p, add_special_tokens=False)["input_ids"]), reference_tokens=None,
-                            max_len=cfg.max_len) for i, p in enumerate(prompts)]
-        search_all(run, pending(run, examples, methods(cfg, lm)), lm=lm, tok=tok, model=info.name,
-                   dataset="demo-prompts")
+        execute(run, partial(work, cfg, limit), ray=ray)
         path = finish_run(run.path)
         print_outputs(pd.read_parquet(path / "rows.parquet"))
         return path

@@ -4,6 +4,11 @@ An experiment builds its ``Example``\\ s (``translation_examples``, ``chat_examp
 (a family of ``analysis.methods`` with typed settings, and the search that runs it on one example), and hands both
 to ``search_all``, which runs every (example, method) unit its run directory does not hold yet, with a progress bar
 and ETA, turning each search's outputs into rows with ``analysis.frames.result_rows``.
+
+``execute`` runs one model's ``Work`` (its loaded model, examples and methods) the same way, or, given
+``RayOptions``, on Ray (``experiments.distributed``): there each worker builds the work itself from the experiment's
+*recipe*, a picklable ``Callable[[], Work]`` (a module-level function of the experiment and its config), because a
+method's search is a closure over a loaded model.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -22,8 +27,11 @@ from decoding import Hypothesis, SearchResult
 from experiments.config import ConfigError
 from experiments.rundir import RunDir
 
-__all__ = ["Example", "Found", "Method", "Sources", "chat_examples", "load_translation_lm", "pending", "search_all",
-           "translation_examples"]
+if TYPE_CHECKING:
+    from experiments.distributed import RayOptions
+
+__all__ = ["Example", "Found", "Method", "Sources", "Work", "chat_examples", "execute", "load_translation_lm",
+           "pending", "search_all", "translation_examples"]
 
 
 @dataclass(frozen=True)
@@ -150,29 +158,85 @@ def _unit(prefix: str, ex: Example, method: Method) -> str:
     return f"{prefix}{ex.example_id}/{method.name}"
 
 
+def _units(examples: Sequence[Example], methods_: Sequence[Method], prefix: str) -> dict[str, tuple[Example, Method]]:
+    """Every (example, method) unit by its name in the run directory, examples first."""
+    names = [m.name for m in methods_]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two methods share a name: {names}")
+    return {_unit(prefix, ex, m): (ex, m) for ex in examples for m in methods_}
+
+
 def pending(run: RunDir, examples: Sequence[Example], methods_: Sequence[Method], *,
             prefix: str = "") -> list[tuple[Example, Method]]:
     """The (example, method) units that ``run`` does not hold yet, examples first. ``prefix`` (e.g. the model's
     name and a slash) keeps the units of several models of one run apart."""
-    names = [m.name for m in methods_]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two methods share a name: {names}")
+    units = _units(examples, methods_, prefix)
     done = run.done
-    return [(ex, m) for ex in examples for m in methods_ if _unit(prefix, ex, m) not in done]
+    return [unit for name, unit in units.items() if name not in done]
 
 
-def search_all(run: RunDir, todo: Sequence[tuple[Example, Method]], *, lm: Any, tok: Any, model: str, dataset: str,
-               prefix: str = "", columns: Callable[[Example, Found], Mapping[str, Any]] | None = None) -> None:
-    """Run each unit of ``todo`` (from ``pending``) and append its rows to ``run`` as one unit: a kill loses at most
-    the search under way. ``columns(example, found)``: further columns of each row (declared in
-    ``analysis.frames.OPTIONAL_COLUMNS``)."""
+Columns = Callable[[Example, Found], Mapping[str, Any]]
+UnitRows = Callable[[Example, Method], list[dict[str, Any]]]
+
+
+def _row_builder(lm: Any, tok: Any, model: str, dataset: str, columns: Columns | None) -> UnitRows:
+    """``rows(example, method)``: the method's search of the example as result rows."""
     signature = lm.signature()
 
     def decode(ids: Sequence[int]) -> str:
         return str(tok.decode(ids, skip_special_tokens=True))
 
-    for ex, method in tqdm(todo, desc=f"searching {model}", unit="search", disable=not todo):
-        rows = result_rows(method.run(ex), family=method.family, settings=method.settings, example=ex.columns(),
+    def rows(ex: Example, method: Method) -> list[dict[str, Any]]:
+        return result_rows(method.run(ex), family=method.family, settings=method.settings, example=ex.columns(),
                            model=model, dataset=dataset, signature=signature, decode=decode,
                            columns=None if columns is None else partial(columns, ex))
-        run.append(_unit(prefix, ex, method), rows)
+
+    return rows
+
+
+def search_all(run: RunDir, todo: Sequence[tuple[Example, Method]], *, lm: Any, tok: Any, model: str, dataset: str,
+               prefix: str = "", columns: Columns | None = None) -> None:
+    """Run each unit of ``todo`` (from ``pending``) and append its rows to ``run`` as one unit: a kill loses at most
+    the search under way. ``columns(example, found)``: further columns of each row (declared in
+    ``analysis.frames.OPTIONAL_COLUMNS``)."""
+    rows = _row_builder(lm, tok, model, dataset, columns)
+    for ex, method in tqdm(todo, desc=f"searching {model}", unit="search", disable=not todo):
+        run.append(_unit(prefix, ex, method), rows(ex, method))
+
+
+@dataclass(frozen=True)
+class Work:
+    """One model's share of a run: the loaded model (``lm``, ``tok``), the examples and methods it searches, and what
+    its rows record (``model``, ``dataset``, further ``columns``); ``prefix`` as in ``pending``."""
+
+    lm: Any
+    tok: Any
+    model: str
+    dataset: str
+    examples: Sequence[Example]
+    methods: Sequence[Method]
+    prefix: str = ""
+    columns: Columns | None = None
+
+    def units(self) -> dict[str, tuple[Example, Method]]:
+        """Every unit of the work by its name in the run directory, examples first."""
+        return _units(self.examples, self.methods, self.prefix)
+
+    def row_builder(self) -> UnitRows:
+        return _row_builder(self.lm, self.tok, self.model, self.dataset, self.columns)
+
+
+def execute(run: RunDir, recipe: Callable[[], Work], *, ray: RayOptions | None = None,
+            work: Work | None = None) -> None:
+    """Search every unit of the work ``recipe()`` builds that ``run`` does not hold yet, appending each unit's rows
+    as it completes. In this process (``search_all``; ``work``, when the caller has built it already, instead of
+    calling ``recipe``), or with ``ray`` on Ray actors that each call ``recipe`` once, so ``recipe`` must pickle:
+    ``functools.partial`` of a module-level function and its config, never a closure over a loaded model."""
+    if ray is not None:
+        from experiments.distributed import search_on_ray
+
+        search_on_ray(run, recipe, ray)
+        return
+    w = work or recipe()
+    search_all(run, pending(run, w.examples, w.methods, prefix=w.prefix), lm=w.lm, tok=w.tok, model=w.model,
+               dataset=w.dataset, prefix=w.prefix, columns=w.columns)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from decoding import (
     Constraint,
@@ -42,12 +42,15 @@ from experiments.loop import (
     Found,
     Method,
     Sources,
+    Work,
+    execute,
     load_translation_lm,
-    pending,
-    search_all,
     translation_examples,
 )
 from experiments.rundir import RunDir
+
+if TYPE_CHECKING:
+    from experiments.distributed import RayOptions
 
 
 @dataclass(frozen=True)
@@ -120,12 +123,18 @@ def methods(cfg: ModesConfig, lm: Any) -> list[Method]:
     return out
 
 
-def main(cfg: ModesConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None) -> Path:
+def work(cfg: ModesConfig, limit: int | None) -> Work:
+    """The model, its sources and methods: built where the searches run (this process, or each Ray worker)."""
+    lm, tok, info, prompt = load_translation_lm(cfg.model, shots=cfg.shots, device=cfg.device)
+    sources = Sources(cfg.corpus, cfg.split, cfg.n, cfg.max_source_tokens, cfg.max_len_ratio, cfg.max_len)
+    return Work(lm, tok, info.name, f"{cfg.corpus}/{cfg.split}", translation_examples(sources, tok, prompt, limit),
+                methods(cfg, lm))
+
+
+def main(cfg: ModesConfig, out_dir: Path, *, limit: int | None = None, argv: list[str] | None = None,
+         ray: RayOptions | None = None) -> Path:
     from experiments.report import finish_run
 
     with RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv) as run:
-        lm, tok, info, prompt = load_translation_lm(cfg.model, shots=cfg.shots, device=cfg.device)
-        sources = Sources(cfg.corpus, cfg.split, cfg.n, cfg.max_source_tokens, cfg.max_len_ratio, cfg.max_len)
-        todo = pending(run, translation_examples(sources, tok, prompt, limit), methods(cfg, lm))
-        search_all(run, todo, lm=lm, tok=tok, model=info.name, dataset=f"{cfg.corpus}/{cfg.split}")
+        execute(run, partial(work, cfg, limit), ray=ray)
         return finish_run(run.path)
