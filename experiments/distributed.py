@@ -183,6 +183,19 @@ def search_on_ray(run: RunDir, recipe: Callable[[], Work], options: RayOptions) 
             ray.shutdown()
 
 
+def _get(ray: Any, ref: Any) -> Any:
+    """``ray.get``; an error a worker raised is raised as itself (one line from ``lq``), its worker's traceback
+    chained."""
+    from ray.exceptions import RayTaskError
+
+    try:
+        return ray.get(ref)
+    except RayTaskError as err:
+        if isinstance(err.cause, Exception):
+            raise err.cause from err
+        raise
+
+
 def _drive(ray: Any, run: RunDir, pool: _Pool, options: RayOptions) -> None:
     from ray.exceptions import RayActorError
 
@@ -216,7 +229,7 @@ def _drive(ray: Any, run: RunDir, pool: _Pool, options: RayOptions) -> None:
             if ref in pool.loading:
                 actor = pool.loading.pop(ref)
                 try:
-                    model, listed = ray.get(ref)
+                    model, listed = _get(ray, ref)
                 except RayActorError:
                     pool.replace(actor)
                     continue
@@ -232,7 +245,7 @@ def _drive(ray: Any, run: RunDir, pool: _Pool, options: RayOptions) -> None:
                 continue
             actor, shard = in_flight.pop(ref)
             try:
-                results = ray.get(ref)
+                results = _get(ray, ref)
             except RayActorError:
                 in_flight[ref] = (actor, shard)
                 requeue(actor)

@@ -116,6 +116,12 @@ def test_a_killed_driver_resumes_from_its_run_directory(ray_session, tiny_mt_dir
     assert_same_rows(keyed(resumed), in_process)
 
 
+def test_an_error_in_a_worker_is_one_line_from_lq(ray_session, tmp_path):
+    with pytest.raises(SystemExit, match=r"^lq: error: .*no-such-model[^\n]*$"):
+        cli.main(["run", "--set", "model=no-such-model", "--ray", "local", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
 def test_ray_options_come_from_the_config_and_are_not_part_of_it(tmp_path):
     path = tmp_path / "modes.toml"
     path.write_text((ROOT / "experiments/configs/modes.toml").read_text() + '\nray = "auto"\nray_threads = 2\n')
