@@ -24,6 +24,9 @@ EXPERIMENTS = {
                     "classifier, against beam search, its hard-constraint variants and the exact conditional mode, on "
                     "the shipped MT model and SmolLM2 (chat)", "experiments.conditional", "ConditionalConfig"),
     "demo": ("exact vs beam search on SmolLM2-135M-Instruct, 5 short prompts", "experiments.demo", "DemoConfig"),
+    "hso-perplexity": ("streaming perplexity of SmolLM2 and Gemma-3 with no adaptation, hidden-state optimisation and "
+                       "dynamic evaluation on Bible, Shakespeare and Wikipedia text", "experiments.hso_perplexity",
+                       "HSOPerplexityConfig"),
 }
 DEFAULT_EXPERIMENT = "modes"
 

@@ -121,6 +121,14 @@ class Streaming:
     def settings(self) -> dict[str, Any]:
         return {"method": self.method, "segment": self.segment, "window": self.window}
 
+    def state_bytes(self) -> int:
+        """What the method keeps beyond the weights, at a full window: the cached keys and values (and for
+        subclasses their optimiser state or weight copies); activations are not counted."""
+        cfg = self.config
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        return 2 * cfg.num_hidden_layers * heads * dim * self.window * self.model.dtype.itemsize
+
     def signature(self) -> dict[str, Any]:
         return {"model": getattr(self.config, "_name_or_path", "") or type(self.model).__name__,
                 "architecture": type(self.model).__name__,
@@ -177,18 +185,17 @@ class Streaming:
                 fwd = self._forward(ids, positions, past, allowed)
             return _target_logprobs(fwd.logits, targets), Window.fresh(fwd.kv, positions.to(fwd.kv.device))
         with torch.enable_grad():
-            first = self._adapt(window, ids, positions, targets, allowed)
-        with torch.no_grad():
-            fwd = self._forward(ids, positions, window.kv, allowed)
-        return first, Window.fresh(fwd.kv, positions.to(fwd.kv.device))
+            first, kv = self._adapt(window, ids, positions, targets, allowed)
+        return first, Window.fresh(kv, positions.to(kv.device))
 
     def _adapts(self) -> bool:
         return False
 
     def _adapt(self, window: Window, ids: Sequence[int], positions: Tensor, targets: Tensor,
-               allowed: Tensor) -> Tensor:
-        """Update the model (or ``window`` in place) on the segment; return its log-probabilities before the
-        first update."""
+               allowed: Tensor) -> tuple[Tensor, Tensor]:
+        """Update the model (or ``window`` in place) on the segment; return its log-probabilities before the first
+        update and its own keys and values from the last forward (computed before the last update: one forward and
+        backward per step, no extra forward)."""
         raise NotImplementedError
 
     @contextmanager
@@ -237,17 +244,23 @@ class HSO(Streaming):
     def _adapts(self) -> bool:
         return self.steps > 0 and self.lr > 0
 
+    def state_bytes(self) -> int:
+        """The window, its two Adam moments and its gradient."""
+        return 4 * super().state_bytes()
+
     def _adapt(self, window: Window, ids: Sequence[int], positions: Tensor, targets: Tensor,
-               allowed: Tensor) -> Tensor:
-        first = None
+               allowed: Tensor) -> tuple[Tensor, Tensor]:
+        first = kv = None
         for _ in range(self.steps):
             leaf = window.kv.detach().requires_grad_(True)
-            lp = _target_logprobs(self._forward(ids, positions, leaf, allowed).logits, targets)
+            fwd = self._forward(ids, positions, leaf, allowed)
+            lp = _target_logprobs(fwd.logits, targets)
             first = lp.detach() if first is None else first
             (grad,) = torch.autograd.grad(-lp.mean(), leaf)
+            kv = fwd.kv.detach()
             self._step(window, grad)
-        assert first is not None
-        return first
+        assert first is not None and kv is not None
+        return first, kv
 
     def _step(self, window: Window, grad: Tensor) -> None:
         """One Adam step on every entry of ``window`` (in place), each with its own bias correction."""
@@ -323,6 +336,10 @@ class DynamicEvaluation(Streaming):
     def _adapts(self) -> bool:
         return self.steps > 0 and self.lr > 0
 
+    def state_bytes(self) -> int:
+        """The window, and for every updated weight its original, its mean squared gradient and its gradient."""
+        return super().state_bytes() + 3 * sum(p.numel() * p.element_size() for p in self._updated())
+
     @contextmanager
     def _session(self) -> Iterator[None]:
         with super()._session():
@@ -343,20 +360,22 @@ class DynamicEvaluation(Streaming):
                 self._ms, self._theta0 = {}, {}
 
     def _adapt(self, window: Window, ids: Sequence[int], positions: Tensor, targets: Tensor,
-               allowed: Tensor) -> Tensor:
-        first = None
+               allowed: Tensor) -> tuple[Tensor, Tensor]:
+        first = kv = None
         updated = self._updated()
         for _ in range(self.steps):
-            lp = _target_logprobs(self._forward(ids, positions, window.kv.detach(), allowed).logits, targets)
+            fwd = self._forward(ids, positions, window.kv.detach(), allowed)
+            lp = _target_logprobs(fwd.logits, targets)
             first = lp.detach() if first is None else first
             grads = torch.autograd.grad(-lp.mean(), updated, allow_unused=True)
+            kv = fwd.kv.detach()
             self._seen += 1
             with torch.no_grad():
                 for p, g in zip(updated, grads, strict=True):
                     if g is not None:
                         self._sgd(p, g)
-        assert first is not None
-        return first
+        assert first is not None and kv is not None
+        return first, kv
 
     def _sgd(self, p: Tensor, g: Tensor) -> None:
         ms = self._ms.setdefault(id(p), torch.zeros_like(p))

@@ -58,7 +58,7 @@ def test_one_hso_step_lowers_the_adapted_texts_nll(model):
     allowed[:, 8:] = torch.ones(8, 8, dtype=torch.bool).tril()
     with hso._session():
         with torch.enable_grad():
-            first = hso._adapt(window, ids[8:16], torch.arange(8, 16), targets, allowed)
+            first, _ = hso._adapt(window, ids[8:16], torch.arange(8, 16), targets, allowed)
         with torch.no_grad():
             after = _target_logprobs(hso._forward(ids[8:16], torch.arange(8, 16), window.kv, allowed).logits, targets)
     assert after.sum() > first.sum()
