@@ -10,7 +10,9 @@ ancestral samples.
 so every method searches the same output space.
 
 An encoder-decoder model translates the source directly; a decoder-only model gets a ``shots``-shot prompt and a
-translation ends at the first newline (``experiments.loop.load_translation_lm``).
+translation ends at the first newline (``experiments.loop.load_translation_lm``). With ``hso_steps`` > 0 a
+decoder-only model's prompt cache is first optimised by that many HSO steps at ``hso_lr`` (``models.hso.HSOLM``),
+and every method searches the adapted model (its rows name the model ``<model>+hso(lr=...,steps=...)``).
 
 Writes the run directory (rows.jsonl, then rows.parquet with metrics), figures/ and report.md.
 """
@@ -36,7 +38,7 @@ from decoding import (
     length_conditional_modes,
     sample,
 )
-from experiments.config import check
+from experiments.config import ConfigError, check
 from experiments.loop import (
     Example,
     Found,
@@ -70,6 +72,8 @@ class ModesConfig:
     temperature: float = 1.0
     seed: int = 0
     shots: int = 4
+    hso_steps: int = 0
+    hso_lr: float = 0.01
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -84,6 +88,7 @@ class ModesConfig:
             "n_samples must be >= 0": self.n_samples >= 0,
             "temperature must be > 0": self.temperature > 0,
             "shots must be >= 0": self.shots >= 0,
+            "hso_steps must be >= 0 and hso_lr > 0": self.hso_steps >= 0 and self.hso_lr > 0,
             "split must be train, dev or test": self.split in ("train", "dev", "test"),
         })
 
@@ -126,8 +131,17 @@ def methods(cfg: ModesConfig, lm: Any) -> list[Method]:
 def work(cfg: ModesConfig, limit: int | None) -> Work:
     """The model, its sources and methods: built where the searches run (this process, or each Ray worker)."""
     lm, tok, info, prompt = load_translation_lm(cfg.model, shots=cfg.shots, device=cfg.device)
+    name = info.name
+    if cfg.hso_steps:
+        from models.hso import HSOLM
+
+        if info.is_encoder_decoder:
+            raise ConfigError(f"hso_steps: HSO optimises a decoder-only model's prompt cache; {cfg.model} is an "
+                              "encoder-decoder model")
+        lm = HSOLM.over(lm, lr=cfg.hso_lr, steps_per_segment=cfg.hso_steps)
+        name = f"{name}+hso(lr={cfg.hso_lr:g},steps={cfg.hso_steps})"
     sources = Sources(cfg.corpus, cfg.split, cfg.n, cfg.max_source_tokens, cfg.max_len_ratio, cfg.max_len)
-    return Work(lm, tok, info.name, f"{cfg.corpus}/{cfg.split}", translation_examples(sources, tok, prompt, limit),
+    return Work(lm, tok, name, f"{cfg.corpus}/{cfg.split}", translation_examples(sources, tok, prompt, limit),
                 methods(cfg, lm))
 
 

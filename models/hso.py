@@ -420,6 +420,11 @@ class HSOLM(HFCausalLM):
         self.hso = hso
         self._last: tuple[tuple[int, ...], HFState] | None = None
 
+    @classmethod
+    def over(cls, lm: HFCausalLM, **hso: Any) -> HSOLM:
+        """``lm`` (its model, tokenizer, EOS and masked ids) with its prompts optimised by ``HSO(**hso)``."""
+        return cls(HSO(lm.model, lm.tokenizer, **hso), eos_id=lm.eos_id, extra_masked_ids=lm.masked_ids)
+
     def signature(self) -> dict[str, Any]:
         return {**super().signature(), "hso": self.hso.settings()}
 

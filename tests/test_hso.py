@@ -1,6 +1,10 @@
 """HSO and dynamic evaluation: exactness at lr = 0, adaptation, frozen / restored weights, moments that travel with
 their cache entries, and HSO as a LanguageModel checked like every adapter."""
 
+import json
+
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -196,3 +200,48 @@ def test_exact_search_on_hso_equals_brute_force(kind, seed):
     beam = beam_search(lm, source, beam_size=3, max_len=4)
     for hyp in (greedy.best, beam.best):
         assert hyp.logprob == pytest.approx(float(lm.score(source, hyp.token_ids).sum()), abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_causal_dir(tmp_path_factory):
+    """A tiny Llama with a byte-level BPE tokenizer (a newline is one token) trained on Bible verses."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from experiments.corpora import load_corpus
+
+    bible = load_corpus("bible-de-en", split="train", limit=300)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([*bible["source"], *bible["target"], "German: English:\n"],
+                            trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    path = tmp_path_factory.mktemp("tiny-llama")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", bos_token="<eos>")
+    fast.save_pretrained(path)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(fast), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                                 bos_token_id=0, eos_token_id=0)).save_pretrained(path)
+    return path
+
+
+def test_modes_searches_the_hso_adapted_model(tiny_causal_dir, tmp_path):
+    from experiments import modes
+    from experiments.config import load_config
+
+    def config(**kw):
+        return load_config(modes.ModesConfig, "modes", overrides={
+            "model": str(tiny_causal_dir), "n": 2, "max_source_tokens": 60, "beam_sizes": [1, 2], "max_len": 12,
+            "max_seconds": 1.0, "n_samples": 0, "shots": 0, "length_offsets": [0]} | kw)
+
+    plain = pd.read_parquet(modes.main(config(), tmp_path / "plain") / "rows.parquet")
+    adapted = pd.read_parquet(modes.main(config(hso_steps=2, hso_lr=0.05), tmp_path / "hso") / "rows.parquet")
+    assert set(adapted["model"]) == {f"{tiny_causal_dir}+hso(lr=0.05,steps=2)"}
+    assert json.loads(adapted["signature"].iloc[0])["hso"]["steps"] == 2
+    key = ["example_id", "method", "rank"]
+    both = plain.merge(adapted, on=key, suffixes=("_plain", "_hso"))
+    assert len(both) == len(plain) and not np.allclose(both["logprob_plain"], both["logprob_hso"])
+    with pytest.raises(ConfigError, match="encoder-decoder"):
+        modes.work(config(model="bible-de-en-marian", hso_steps=1), 1)
