@@ -264,7 +264,7 @@ def candidate_logprobs(hso: Any, prompt: Any, item: Sequence[int], labels: Seque
         allowed[start: start + size, t: t + n] = True
         allowed[start: start + size, t + start: t + start + size] = torch.ones(size, size, dtype=torch.bool).tril()
     with torch.no_grad():
-        fwd = hso._forward(ids, torch.tensor(positions), past, allowed.to(past.device))
+        fwd = hso.forward(ids, torch.tensor(positions), past, allowed.to(past.device))
     logp = torch.log_softmax(fwd.logits.double(), dim=-1)  # (m, V)
     out = []
     for start, lab in zip(starts, labels, strict=True):
@@ -337,12 +337,12 @@ def _feature(cache: dict[str, tuple[np.ndarray, float]], hso: Any, key: str,
     ``key`` into ``cache``."""
     import torch
 
-    from models.hso import _after_past
+    from models.hso import after_past
 
     if key not in cache:
         t0 = time.perf_counter()
         with torch.no_grad():
-            fwd = hso._forward(ids, torch.arange(len(ids)), None, _after_past(0, len(ids), hso.model.device),
+            fwd = hso.forward(ids, torch.arange(len(ids)), None, after_past(0, len(ids), hso.model.device),
                                hidden=True)
         cache[key] = fwd.hidden[0].double().cpu().numpy(), time.perf_counter() - t0
     return cache[key]

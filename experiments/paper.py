@@ -45,6 +45,9 @@ __all__ = ["EXPERIMENTS", "INSTALL_TEX", "N_BOOT", "PAIRED_BASELINE", "PLACEHOLD
            "conditional_latex", "definitions", "generate", "numbers", "summary_latex", "tex_escape", "tex_number"]
 
 EXPERIMENTS = ("modes", "contamination", "conditional")
+OWN_TABLES = ("hso_perplexity", "hso_fewshot")
+"""Run directories whose rows are not search results (perplexity per segment, few-shot predictions): their tables
+and figures are their own run's report.md, not this module's."""
 """The experiments paper.tex discusses, in its order; a run under another name is generated too."""
 PAIRED_BASELINE = "beam5"
 """The method every other one is compared with by paired bootstrap: the beam width of common NMT practice."""
@@ -395,7 +398,7 @@ def _run_dirs(results: Path) -> dict[str, Path]:
     if not results.is_dir():
         return {}
     return {d.name: d for d in sorted(results.iterdir())
-            if (d / ROWS_PARQUET).is_file() or (d / ROWS_JSONL).is_file()}
+            if d.name not in OWN_TABLES and ((d / ROWS_PARQUET).is_file() or (d / ROWS_JSONL).is_file())}
 
 
 def _write_numbers(path: Path, frames: list[pd.DataFrame], notes: list[str]) -> None:

@@ -36,7 +36,7 @@ from decoding.protocol import as_ids
 from decoding.types import SearchInputError
 from models.errors import ConfigError
 
-__all__ = ["HSO", "HSOLM", "DynamicEvaluation", "NoAdaptation", "Streaming"]
+__all__ = ["HSO", "HSOLM", "DynamicEvaluation", "Forward", "NoAdaptation", "Streaming", "Window", "after_past"]
 
 STATES = ("kv", "k", "v")
 
@@ -76,7 +76,7 @@ def _mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
         ~allowed, torch.finfo(dtype).min)[None, None]
 
 
-def _after_past(n_past: int, n: int, device: torch.device) -> Tensor:
+def after_past(n_past: int, n: int, device: torch.device) -> Tensor:
     """(n, n_past + n): every past entry visible, causal among the ``n`` new tokens."""
     return torch.cat([torch.ones(n, n_past, dtype=torch.bool, device=device),
                       torch.ones(n, n, dtype=torch.bool, device=device).tril()], dim=1)
@@ -134,7 +134,7 @@ class Streaming:
                 "architecture": type(self.model).__name__,
                 "dtype": str(self.model.dtype).removeprefix("torch."), **self.settings()}
 
-    def _forward(self, ids: Sequence[int], positions: Tensor, past: Tensor | None, allowed: Tensor, *,
+    def forward(self, ids: Sequence[int], positions: Tensor, past: Tensor | None, allowed: Tensor, *,
                  hidden: bool = False) -> Forward:
         """One forward of ``ids`` at absolute ``positions`` over ``past`` (L, 2, H, T, D) with attention
         ``allowed`` (n, T + n); gradients flow wherever autograd is on."""
@@ -178,11 +178,11 @@ class Streaming:
                  targets: Tensor) -> tuple[Tensor, Window]:
         """The segment's log-probabilities as scored before adapting, and its own entries for the window."""
         past = None if window is None else window.kv
-        allowed = _after_past(0 if past is None else past.shape[3], len(ids), past.device if past is not None
+        allowed = after_past(0 if past is None else past.shape[3], len(ids), past.device if past is not None
                               else torch.device("cpu"))
         if window is None or not self._adapts():
             with torch.no_grad():
-                fwd = self._forward(ids, positions, past, allowed)
+                fwd = self.forward(ids, positions, past, allowed)
             return _target_logprobs(fwd.logits, targets), Window.fresh(fwd.kv, positions.to(fwd.kv.device))
         with torch.enable_grad():
             first, kv = self._adapt(window, ids, positions, targets, allowed)
@@ -253,7 +253,7 @@ class HSO(Streaming):
         first = kv = None
         for _ in range(self.steps):
             leaf = window.kv.detach().requires_grad_(True)
-            fwd = self._forward(ids, positions, leaf, allowed)
+            fwd = self.forward(ids, positions, leaf, allowed)
             lp = _target_logprobs(fwd.logits, targets)
             first = lp.detach() if first is None else first
             (grad,) = torch.autograd.grad(-lp.mean(), leaf)
@@ -287,7 +287,7 @@ class HSO(Streaming):
         device = self.model.device
         with self._session():
             with torch.no_grad():
-                fwd = self._forward(ids, positions, None, _after_past(0, n, device), hidden=True)
+                fwd = self.forward(ids, positions, None, after_past(0, n, device), hidden=True)
             if n < 2 or not self._adapts():
                 return Forward(fwd.logits[-1:], fwd.kv, fwd.hidden)
             window = Window.fresh(fwd.kv[:, :, :, : n - 1], positions[: n - 1])
@@ -295,7 +295,7 @@ class HSO(Streaming):
             with torch.enable_grad():
                 self._adapt(window, ids[:-1], positions[: n - 1], targets, _own_cache(n - 1, device))
             with torch.no_grad():
-                last = self._forward(ids[-1:], positions[-1:], window.kv, _after_past(n - 1, 1, device), hidden=True)
+                last = self.forward(ids[-1:], positions[-1:], window.kv, after_past(n - 1, 1, device), hidden=True)
         return Forward(last.logits, torch.cat([window.kv, last.kv], dim=3), last.hidden)
 
 
@@ -364,7 +364,7 @@ class DynamicEvaluation(Streaming):
         first = kv = None
         updated = self._updated()
         for _ in range(self.steps):
-            fwd = self._forward(ids, positions, window.kv.detach(), allowed)
+            fwd = self.forward(ids, positions, window.kv.detach(), allowed)
             lp = _target_logprobs(fwd.logits, targets)
             first = lp.detach() if first is None else first
             grads = torch.autograd.grad(-lp.mean(), updated, allow_unused=True)
@@ -447,7 +447,7 @@ class HSOLM(HFCausalLM):
         logprobs = state.logprobs
         if n:
             with torch.no_grad():
-                fwd = self.hso._forward(target[:-1], torch.arange(past.shape[3], past.shape[3] + n), past,
-                                        _after_past(past.shape[3], n, past.device))
+                fwd = self.hso.forward(target[:-1], torch.arange(past.shape[3], past.shape[3] + n), past,
+                                        after_past(past.shape[3], n, past.device))
             logprobs = torch.cat([logprobs, self._normalise(fwd.logits)])
         return logprobs.gather(1, torch.tensor(target, device=logprobs.device)[:, None])[:, 0]

@@ -64,7 +64,7 @@ def test_one_hso_step_lowers_the_adapted_texts_nll(model):
         with torch.enable_grad():
             first, _ = hso._adapt(window, ids[8:16], torch.arange(8, 16), targets, allowed)
         with torch.no_grad():
-            after = _target_logprobs(hso._forward(ids[8:16], torch.arange(8, 16), window.kv, allowed).logits, targets)
+            after = _target_logprobs(hso.forward(ids[8:16], torch.arange(8, 16), window.kv, allowed).logits, targets)
     assert after.sum() > first.sum()
     assert unchanged(model, before)
     assert [p.requires_grad for p in model.parameters()] == flags
@@ -72,7 +72,7 @@ def test_one_hso_step_lowers_the_adapted_texts_nll(model):
 
 def _cache(hso, ids):
     with torch.no_grad():
-        fwd = hso._forward(ids, torch.arange(len(ids)), None, torch.ones(len(ids), len(ids), dtype=torch.bool).tril())
+        fwd = hso.forward(ids, torch.arange(len(ids)), None, torch.ones(len(ids), len(ids), dtype=torch.bool).tril())
     return fwd.kv, torch.arange(len(ids))
 
 
