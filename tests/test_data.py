@@ -57,7 +57,8 @@ def wikipedia_fresh() -> pd.DataFrame:
 
 
 def test_registry_names() -> None:
-    assert set(CORPORA) == {"bible-de-en", "bible-kjv-bbe", "shakespeare", "wikipedia", "lee", "chatterbot"}
+    assert set(CORPORA) == {"bible-de-en", "bible-kjv-bbe", "shakespeare", "wikipedia", "lee", "chatterbot",
+                            "reuters-r8", "election-tweets"}
     assert set(CORPUS_REQUIREMENTS) == set(CORPORA)
 
 
