@@ -135,7 +135,7 @@ class Streaming:
                 "dtype": str(self.model.dtype).removeprefix("torch."), **self.settings()}
 
     def forward(self, ids: Sequence[int], positions: Tensor, past: Tensor | None, allowed: Tensor, *,
-                 hidden: bool = False) -> Forward:
+                hidden: bool = False) -> Forward:
         """One forward of ``ids`` at absolute ``positions`` over ``past`` (L, 2, H, T, D) with attention
         ``allowed`` (n, T + n); gradients flow wherever autograd is on."""
         device = self.model.device
@@ -178,8 +178,7 @@ class Streaming:
                  targets: Tensor) -> tuple[Tensor, Window]:
         """The segment's log-probabilities as scored before adapting, and its own entries for the window."""
         past = None if window is None else window.kv
-        allowed = after_past(0 if past is None else past.shape[3], len(ids), past.device if past is not None
-                              else torch.device("cpu"))
+        allowed = after_past(0 if past is None else past.shape[3], len(ids), self.model.device)
         if window is None or not self._adapts():
             with torch.no_grad():
                 fwd = self.forward(ids, positions, past, allowed)
