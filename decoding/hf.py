@@ -81,6 +81,12 @@ def _cache_from(config: Any, layers: Sequence[tuple[Tensor, Tensor]]) -> Dynamic
     return cache
 
 
+def position_limit(config: Any) -> int | None:
+    """How many positions the model's position embeddings hold (``max_position_embeddings`` or GPT-2's
+    ``n_positions``), or None where they are not limited."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
 def _last_hidden(hidden_states: Sequence[Tensor]) -> Tensor:
     """(B, d) last layer at the last position, copied: a view would keep the whole (B, T, d) output alive."""
     return hidden_states[-1][:, -1].clone()
@@ -132,7 +138,7 @@ class _HFBase:
 
     def _check_positions(self, n: int, what: str) -> None:
         """Raise unless a sequence of ``n`` tokens fits the model's position embeddings (where they are limited)."""
-        limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
+        limit = position_limit(self.config)
         if limit is not None and n > limit:
             raise SearchInputError(f"{what} of {n} tokens exceeds the model's {limit} positions")
 

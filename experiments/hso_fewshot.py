@@ -232,10 +232,10 @@ def _ids(tok: Any, text: str, *, special: bool = False) -> list[int]:
 def context_limit(model: Any) -> int:
     """The longest prompt + item + label the explicit-mask forward scores as the model would: the sliding window
     of a model with sliding-attention layers (Gemma-3), else its position table."""
-    cfg = model.config
-    if any(t == "sliding_attention" for t in getattr(cfg, "layer_types", None) or ()):
-        return int(cfg.sliding_window)
-    return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2**31)
+    from decoding.hf import position_limit
+    from models.hso import sliding_window
+
+    return sliding_window(model.config) or int(position_limit(model.config) or 2**31)
 
 
 def candidate_logprobs(hso: Any, prompt: Any, item: Sequence[int], labels: Sequence[Sequence[int]]) -> list[Any]:

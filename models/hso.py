@@ -31,12 +31,13 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel
 
-from decoding.hf import HFCausalLM, HFState, _cache_from, _KVNode, _last_hidden, _Source, _stack_kv
+from decoding.hf import HFCausalLM, HFState, _cache_from, _KVNode, _last_hidden, _Source, _stack_kv, position_limit
 from decoding.protocol import as_ids
 from decoding.types import SearchInputError
 from models.errors import ConfigError
 
-__all__ = ["HSO", "HSOLM", "DynamicEvaluation", "Forward", "NoAdaptation", "Streaming", "Window", "after_past"]
+__all__ = ["HSO", "HSOLM", "DynamicEvaluation", "Forward", "NoAdaptation", "Streaming", "Window", "after_past",
+           "sliding_window"]
 
 STATES = ("kv", "k", "v")
 
@@ -68,6 +69,13 @@ class Window:
 
         return Window(cat(self.kv, new.kv, 3), cat(self.positions, new.positions, 0), cat(self.m, new.m, 3),
                       cat(self.v, new.v, 3), cat(self.steps, new.steps, 0))
+
+
+def sliding_window(config: Any) -> int | None:
+    """The sliding attention window of a model with sliding-attention layers (Gemma-3), else None."""
+    if any(t == "sliding_attention" for t in getattr(config, "layer_types", None) or ()):
+        return int(config.sliding_window)
+    return None
 
 
 def _mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
@@ -109,9 +117,7 @@ class Streaming:
         self.config = model.config
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.segment = _positive_int("segment", segment)
-        sliding = getattr(self.config, "sliding_window", None)
-        if not any(t == "sliding_attention" for t in getattr(self.config, "layer_types", None) or ()):
-            sliding = None
+        sliding = sliding_window(self.config)
         self.window = _positive_int("window", window if window is not None else
                                     512 if sliding is None else max(1, min(512, sliding - self.segment)))
         if sliding is not None and self.window + self.segment > sliding:
@@ -153,7 +159,7 @@ class Streaming:
         text = as_ids(ids, "ids")
         if len(text) < 2:
             raise SearchInputError(f"a text to score needs at least 2 tokens (the first is context), got {len(text)}")
-        limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
+        limit = position_limit(self.config)
         if limit is not None and len(text) > limit:
             raise SearchInputError(f"a text of {len(text)} tokens exceeds the model's {limit} positions; score it in "
                                    f"documents of at most {limit} tokens")
