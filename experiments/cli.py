@@ -44,9 +44,16 @@ def _run(args: argparse.Namespace) -> None:
     module = importlib.import_module(module_name)
     config = Path(args.config) if args.config else None
     cfg = load_config(getattr(module, config_class), name, config, overrides)
-    on_ray = run_options(name, config, overrides) | {k: v for k, v in [("ray", args.ray), (
+    on_ray = run_options(name, config, overrides) | {k: v for k, v in [("threads", args.threads), ("ray", args.ray), (
         "ray_workers", args.ray_workers), ("ray_threads", args.ray_threads)] if v is not None}
     if on_ray.get("ray") is None:
+        if "threads" in on_ray:
+            import torch
+
+            threads = on_ray["threads"]
+            if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+                raise InputError(f"threads must be a positive integer, got {threads!r}")
+            torch.set_num_threads(threads)
         module.main(cfg, out, limit=args.limit, argv=sys.argv)
         return
     from experiments.distributed import RayOptions
@@ -153,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
                      help="override a config key, e.g. --set max_seconds=120 --set 'beam_sizes=[1,5]'")
     run.add_argument("--limit", type=_positive, help="only the first N examples (N >= 1)")
     run.add_argument("--out", help="run directory (default runs/<experiment>-<time>); an existing one is resumed")
+    run.add_argument("--threads", type=_positive, metavar="N",
+                     help="torch threads of an in-process run (default: torch's, one per core; config key: threads); "
+                     "two runs side by side on a small machine go faster with 1 each")
     run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="search on Ray actors (pip install -e '.[dist]'): 'local' starts Ray here, 'auto' joins the "
                      "cluster `ray start` made, or host:port; bare --ray lets Ray choose (config key: ray)")
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _positive(value: str) -> int:
-    """``--limit``: a positive integer."""
+    """``--limit``, ``--threads``, ...: a positive integer."""
     try:
         n = int(value)
     except ValueError:

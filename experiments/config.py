@@ -56,8 +56,9 @@ def _type_name(hint: Any) -> str:
 
 
 # Keys of a config file or --set that say how a run executes, not what it computes: they are not part of the
-# experiment's config (so a run started on Ray resumes in-process and the reverse); `run_options` reads them.
-RUN_KEYS = ("ray", "ray_workers", "ray_threads", "ray_gpus", "ray_shard")
+# experiment's config (so a run started on Ray resumes in-process, or with other threads, and the reverse);
+# `run_options` reads them. threads: torch threads of an in-process run.
+RUN_KEYS = ("threads", "ray", "ray_workers", "ray_threads", "ray_gpus", "ray_shard")
 
 
 def _read(name: str, path: Path | None, overrides: dict[str, Any] | None) -> dict[str, Any]:

@@ -100,7 +100,6 @@ class HSOFewShotConfig:
     head_l2: float = 1.0
     n_boot: int = 1000
     seed: int = 0
-    threads: int = 2
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -113,8 +112,8 @@ class HSOFewShotConfig:
             and set(self.datasets) <= set(DATASETS),
             "shots must map every data set to a non-empty list of integers >= 1 (demonstrations per class)":
                 shots_ok and set(self.datasets) <= set(self.shots),
-            "demo_sets, test_items, max_words, n_boot, threads must be >= 1":
-                min(self.demo_sets, self.test_items, self.max_words, self.n_boot, self.threads) >= 1,
+            "demo_sets, test_items, max_words, n_boot must be >= 1":
+                min(self.demo_sets, self.test_items, self.max_words, self.n_boot) >= 1,
             "hso_steps must be a list of integers >= 1": all(s >= 1 for s in self.hso_steps),
             "hso_lr must be > 0": self.hso_lr > 0,
             "label_score must be 'sum' or 'mean'": self.label_score in ("sum", "mean"),
@@ -421,9 +420,6 @@ def _run_model(run: RunDir, model_name: str, cfg: HSOFewShotConfig, tasks: dict[
 
 def main(cfg: HSOFewShotConfig, out_dir: Any, *, limit: int | None = None, argv: list[str] | None = None) -> Any:
     """``limit``: only the first N test items of each data set."""
-    import torch
-
-    torch.set_num_threads(cfg.threads)
     with RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv) as run:
         tasks = {name: build_task(name, cfg) for name in cfg.datasets}
         for model_name in cfg.models:

@@ -49,7 +49,6 @@ class HSOPerplexityConfig:
     dyn_lr: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4])
     dyn_decay: float = 0.0
     dyn_params: str = "all"
-    threads: int = 2
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -64,7 +63,6 @@ class HSOPerplexityConfig:
             and min(self.hso_lr + self.dyn_lr) > 0,
             "hso_steps must be a non-empty list of integers >= 1": bool(self.hso_steps) and min(self.hso_steps) >= 1,
             "dyn_params must be 'all' or 'norms_biases'": self.dyn_params in ("all", "norms_biases"),
-            "threads must be >= 1": self.threads >= 1,
         })
 
 
@@ -160,11 +158,8 @@ def grid(cfg: HSOPerplexityConfig) -> list[Setting]:
 def main(cfg: HSOPerplexityConfig, out_dir: Path, *, limit: int | None = None,
          argv: list[str] | None = None) -> Path:
     """``limit``: only the first N chunks of each phase of each domain."""
-    import torch
-
     from models import load_model
 
-    torch.set_num_threads(cfg.threads)
     with RunDir(out_dir, dataclasses.asdict(cfg) | {"limit": limit}, argv or sys.argv) as run:
         for model_name in cfg.models:
             model, tok, _ = load_model(model_name, device=cfg.device)

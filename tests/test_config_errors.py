@@ -60,3 +60,13 @@ def test_check_names_every_failed_condition():
     with pytest.raises(ConfigError, match=r"^bad x config: b must hold; c must hold$") as err:
         check("x", {"a must hold": True, "b must hold": False, "c must hold": False})
     assert isinstance(err.value, ValueError)
+
+
+def test_threads_is_how_a_run_executes_not_part_of_its_config(tmp_path, capsys):
+    for bad in ("threads=0", "threads=1.5", "threads=true"):
+        with pytest.raises(SystemExit, match=r"^lq: error: threads must be a positive integer"):
+            cli.main(["run", "modes", "--set", bad, "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["run", "modes", "--threads", "0"])
+    assert "--threads: must be a positive integer, got '0'" in capsys.readouterr().err

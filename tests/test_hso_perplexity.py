@@ -16,7 +16,7 @@ def config(model_dir, **kw):
     return load_config(hso_perplexity.HSOPerplexityConfig, "hso-perplexity", overrides={
         "models": [str(model_dir)], "domains": ["bible", "wikipedia"], "test_tokens": 40, "dev_tokens": 19,
         "chunk_tokens": 20, "segment": 4, "window": 8, "hso_lr": [0.001, 0.01], "hso_steps": [1, 2],
-        "dyn_lr": [1e-4], "threads": 1} | kw)
+        "dyn_lr": [1e-4]} | kw)
 
 
 def test_runs_end_to_end_tunes_on_dev_and_resumes(tiny_model_dir, tmp_path):  # noqa: F811
