@@ -37,8 +37,9 @@ Methods (one row per (test item, candidate label) with its score):
 
 All candidates of an item are scored in one forward over the cached prompt: the item's tokens, then every label's
 tokens but the last in blocks that see the prompt, the item and their own earlier tokens (an explicit mask and
-absolute positions), so the label blocks do not see one another. ``seconds`` is the wall time of that forward (for
-the head: the feature forward and the prediction); ``prompt_seconds`` is the demonstration prompt's forward (and
+absolute positions), so the label blocks do not see one another; ``batch`` items share that forward
+(``candidate_logprobs``). ``seconds`` is the wall time of that forward divided by its items (for the head: the
+feature forward and the prediction); ``prompt_seconds`` is the demonstration prompt's forward (and
 HSO) once per demonstration set. Each (model, data set, k, demonstration set, method, item) is one unit of the run
 directory, so an interrupted run resumes where it stopped.
 """
@@ -98,6 +99,7 @@ class HSOFewShotConfig:
     max_words: int = 30
     min_class_rows: int = 8
     head_l2: float = 1.0
+    batch: int = 8
     n_boot: int = 1000
     seed: int = 0
     device: str = "cpu"
@@ -112,8 +114,8 @@ class HSOFewShotConfig:
             and set(self.datasets) <= set(DATASETS),
             "shots must map every data set to a non-empty list of integers >= 1 (demonstrations per class)":
                 shots_ok and set(self.datasets) <= set(self.shots),
-            "demo_sets, test_items, max_words, n_boot must be >= 1":
-                min(self.demo_sets, self.test_items, self.max_words, self.n_boot) >= 1,
+            "demo_sets, test_items, max_words, n_boot, batch must be >= 1":
+                min(self.demo_sets, self.test_items, self.max_words, self.n_boot, self.batch) >= 1,
             "hso_steps must be a list of integers >= 1": all(s >= 1 for s in self.hso_steps),
             "hso_lr must be > 0": self.hso_lr > 0,
             "label_score must be 'sum' or 'mean'": self.label_score in ("sum", "mean"),
@@ -237,38 +239,52 @@ def context_limit(model: Any) -> int:
     return sliding_window(model.config) or int(position_limit(model.config) or 2**31)
 
 
-def candidate_logprobs(hso: Any, prompt: Any, item: Sequence[int], labels: Sequence[Sequence[int]]) -> list[Any]:
-    """Per-token log-probabilities of every label's tokens after ``item`` over the cached ``prompt``
-    (``HSO.adapt_prompt``'s ``Forward``: its ``kv`` and the last prompt token's ``logits``), in one forward:
-    the item's tokens, then each label's tokens but the last in blocks that see the prompt, the item and their own
-    earlier tokens only, at the positions they would have after the item."""
+def candidate_logprobs(hso: Any, prompt: Any, items: Sequence[Sequence[int]],
+                       labels: Sequence[Sequence[int]]) -> list[list[Any]]:
+    """Per-token log-probabilities of every label's tokens after each of ``items`` over the cached ``prompt``
+    (``HSO.adapt_prompt``'s ``Forward``: its ``kv`` and the last prompt token's ``logits``), in one batched forward.
+    A row holds its item's tokens, left-padded to the longest item (pads see only the prompt and no token sees
+    them), then each label's tokens but the last in blocks that see the prompt, the item and their own earlier
+    tokens only, at the positions they would have after the item. The label blocks thus sit at the same columns
+    in every row, and only the logits there are computed. Returns ``out[item][label]``."""
     import torch
 
-    if not item:
+    if not items or any(not item for item in items):
         raise ValueError("an item has at least one token (its template)")
     past = prompt.kv  # (L, 2, H, T, D)
-    t, n = past.shape[3], len(item)
+    t, longest = past.shape[3], max(len(item) for item in items)
     blocks = [list(lab[:-1]) for lab in labels]
-    ids = list(item) + [tok for block in blocks for tok in block]
-    m = len(ids)
-    positions: list[int] = list(range(t, t + n))
-    allowed = torch.zeros(m, t + m, dtype=torch.bool)  # fed token r sits in column t + r
-    allowed[:, :t] = True
-    allowed[:n, t: t + n] = torch.ones(n, n, dtype=torch.bool).tril()
-    starts: list[int] = []
-    for block in blocks:
-        start, size = n + sum(len(b) for b in blocks[: len(starts)]), len(block)
-        starts.append(start)
-        positions.extend(range(t + n, t + n + size))
-        allowed[start: start + size, t: t + n] = True
-        allowed[start: start + size, t + start: t + start + size] = torch.ones(size, size, dtype=torch.bool).tril()
+    starts = [longest + sum(len(b) for b in blocks[:i]) for i in range(len(blocks))]
+    m = longest + sum(len(b) for b in blocks)
+    ids = torch.zeros(len(items), m, dtype=torch.long)
+    positions = torch.full((len(items), m), t, dtype=torch.long)
+    allowed = torch.zeros(len(items), m, t + m, dtype=torch.bool)  # fed token r sits in column t + r
+    allowed[:, :, :t] = True
+    for row, item in enumerate(items):
+        n, pad = len(item), longest - len(item)
+        ids[row, :pad] = item[0]
+        ids[row, pad:longest] = torch.tensor(list(item))
+        positions[row, pad:longest] = torch.arange(t, t + n)
+        allowed[row, pad:longest, t + pad: t + longest] = torch.ones(n, n, dtype=torch.bool).tril()
+        allowed[row, longest:, t + pad: t + longest] = True
+        for start, block in zip(starts, blocks, strict=True):
+            ids[row, start: start + len(block)] = torch.tensor(block, dtype=torch.long)
+            positions[row, start: start + len(block)] = torch.arange(t + n, t + n + len(block))
+    fed = torch.arange(m)
+    allowed[:, fed, t + fed] = True  # a pad sees itself too (rows with nothing to attend to would give NaN)
+    for start, block in zip(starts, blocks, strict=True):
+        size = len(block)
+        allowed[:, start: start + size, t + start: t + start + size] = torch.ones(size, size, dtype=torch.bool).tril()
     with torch.no_grad():
-        fwd = hso.forward(ids, torch.tensor(positions), past, allowed.to(past.device))
-    logp = torch.log_softmax(fwd.logits.double(), dim=-1)  # (m, V)
-    out = []
+        fwd = hso.forward(ids, positions, past, allowed, keep=torch.arange(longest - 1, m))
+    logp = torch.log_softmax(fwd.logits.double(), dim=-1)  # (B, m - longest + 1, V), from the last item token
+    out: list[list[Any]] = [[] for _ in items]
     for start, lab in zip(starts, labels, strict=True):
-        rows = [n - 1, *range(start, start + len(lab) - 1)]
-        out.append(logp[rows].gather(1, torch.tensor(list(lab), device=logp.device)[:, None])[:, 0].cpu())
+        rows = torch.tensor([0, *range(start - longest + 1, start - longest + len(lab))])
+        target = torch.tensor(list(lab), device=logp.device)[None, :, None].expand(len(items), -1, 1)
+        picked = logp[:, rows.to(logp.device)].gather(2, target)[..., 0].cpu()
+        for row in range(len(items)):
+            out[row].append(picked[row])
     return out
 
 
@@ -405,16 +421,18 @@ def _run_model(run: RunDir, model_name: str, cfg: HSOFewShotConfig, tasks: dict[
             t0 = time.perf_counter()
             cached = hso.adapt_prompt(prompt_ids)
             prompt_s = time.perf_counter() - t0
-            for item, gold, ids in units:
+            for first in range(0, len(units), cfg.batch):
+                batch = units[first: first + cfg.batch]
                 t0 = time.perf_counter()
-                scores = candidate_logprobs(hso, cached, ids, prep.labels)
-                seconds = time.perf_counter() - t0
-                run.append(_unit(model_name, name, k, s, method, item), [
-                    {**common, "item": item, "input": "test" if gold is not None else "content_free", "gold": gold,
-                     "candidate": lab, "logprob": float(lp.sum()), "n_tokens": len(lp), "seconds": seconds,
-                     "prompt_seconds": prompt_s, "prompt_tokens": len(prompt_ids)}
-                    for lab, lp in zip(prep.task.labels, scores, strict=True)])
-                bar.update()
+                scored = candidate_logprobs(hso, cached, [ids for _, _, ids in batch], prep.labels)
+                seconds = (time.perf_counter() - t0) / len(batch)
+                for (item, gold, _), scores in zip(batch, scored, strict=True):
+                    run.append(_unit(model_name, name, k, s, method, item), [
+                        {**common, "item": item, "input": "test" if gold is not None else "content_free",
+                         "gold": gold, "candidate": lab, "logprob": float(lp.sum()), "n_tokens": len(lp),
+                         "seconds": seconds, "prompt_seconds": prompt_s, "prompt_tokens": len(prompt_ids)}
+                        for lab, lp in zip(prep.task.labels, scores, strict=True)])
+                bar.update(len(batch))
         bar.close()
 
 

@@ -79,9 +79,9 @@ def sliding_window(config: Any) -> int | None:
 
 
 def _mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
-    """(1, 1, q, k) additive attention mask from a (q, k) boolean one (True: may attend)."""
+    """(B, 1, q, k) additive attention mask from a (B, q, k) boolean one (True: may attend)."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min)[None, None]
+        ~allowed, torch.finfo(dtype).min)[:, None]
 
 
 def after_past(n_past: int, n: int, device: torch.device) -> Tensor:
@@ -98,9 +98,9 @@ def _own_cache(n: int, device: torch.device) -> Tensor:
 
 @dataclass
 class Forward:
-    logits: Tensor  # (n, V) float32
-    kv: Tensor  # (L, 2, H, n, D) the new tokens' keys and values
-    hidden: Tensor | None  # (1, d) final-layer state at the last new token, when asked for
+    logits: Tensor  # (n, V) float32; a batch: (B, n, V); n: the kept positions only
+    kv: Tensor  # (L, 2, H, n, D) the new tokens' keys and values; a batch: (L, 2, B, H, n, D)
+    hidden: Tensor | None  # (1, d) final-layer state at the last new token, when asked for; a batch: (B, d)
 
 
 class Streaming:
@@ -140,20 +140,30 @@ class Streaming:
                 "architecture": type(self.model).__name__,
                 "dtype": str(self.model.dtype).removeprefix("torch."), **self.settings()}
 
-    def forward(self, ids: Sequence[int], positions: Tensor, past: Tensor | None, allowed: Tensor, *,
-                hidden: bool = False) -> Forward:
-        """One forward of ``ids`` at absolute ``positions`` over ``past`` (L, 2, H, T, D) with attention
-        ``allowed`` (n, T + n); gradients flow wherever autograd is on."""
+    def forward(self, ids: Sequence[int] | Tensor, positions: Tensor, past: Tensor | None, allowed: Tensor, *,
+                hidden: bool = False, keep: Tensor | None = None) -> Forward:
+        """One forward of ``ids`` (n,) at absolute ``positions`` (n,) over ``past`` (L, 2, H, T, D) with attention
+        ``allowed`` (n, T + n); or of a batch: ``ids``, ``positions`` (B, n) and ``allowed`` (B, n, T + n), every
+        row over the same ``past``. ``keep``: only the logits at these of the n positions (the LM head is the
+        costliest layer of a large-vocabulary model). Gradients flow wherever autograd is on."""
         device = self.model.device
-        cache = DynamicCache(config=self.config) if past is None else _cache_from(
-            self.config, [(past[layer, 0][None], past[layer, 1][None]) for layer in range(past.shape[0])])
-        out = self.model(input_ids=torch.tensor([list(ids)], device=device), position_ids=positions[None].to(device),
+        batch = torch.as_tensor(ids, device=device)
+        single = batch.dim() == 1
+        if single:
+            batch, positions, allowed = batch[None], positions[None], allowed[None]
+        b, n = batch.shape
+        cache = DynamicCache(config=self.config) if past is None else _cache_from(self.config, [
+            (past[layer, 0][None].expand(b, -1, -1, -1), past[layer, 1][None].expand(b, -1, -1, -1))
+            for layer in range(past.shape[0])])
+        out = self.model(input_ids=batch, position_ids=positions.to(device),
                          attention_mask=_mask(allowed.to(device), self.model.dtype), past_key_values=cache,
-                         use_cache=True, output_hidden_states=hidden)
-        kv = _stack_kv(out.past_key_values, slice(-len(ids), None))[:, :, 0]
-        logits = out.logits[0, :, : self.vocab_size]
-        return Forward(logits.to(torch.promote_types(logits.dtype, torch.float32)), kv,
-                       _last_hidden(out.hidden_states) if hidden else None)
+                         use_cache=True, output_hidden_states=hidden,
+                         logits_to_keep=0 if keep is None else keep.to(device))
+        kv = _stack_kv(out.past_key_values, slice(-n, None))
+        logits = out.logits[..., : self.vocab_size]
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        last = _last_hidden(out.hidden_states) if hidden else None
+        return Forward(logits[0], kv[:, :, 0], last) if single else Forward(logits, kv, last)
 
     def _check_text(self, ids: Sequence[int]) -> tuple[int, ...]:
         text = as_ids(ids, "ids")

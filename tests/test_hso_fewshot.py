@@ -91,7 +91,7 @@ PROMPT, ITEM, LABELS = [1, 2, 3, 4, 2, 3], [5, 2, 4], [[3], [4, 2], [2, 5, 1]]
 def test_hso_with_no_steps_scores_as_plain_icl():
     model = tiny_llama(0).double()
     hso = HSO(model, lr=0.1, steps_per_segment=0)
-    got = fs.candidate_logprobs(hso, hso.adapt_prompt(PROMPT), ITEM, LABELS)
+    got = fs.candidate_logprobs(hso, hso.adapt_prompt(PROMPT), [ITEM], LABELS)[0]
     for lab, lp in zip(LABELS, got, strict=True):
         torch.testing.assert_close(lp, _teacher_forced(model, PROMPT + ITEM + lab, len(lab)), atol=1e-6, rtol=0)
 
@@ -101,11 +101,26 @@ def test_label_blocks_in_one_forward_equal_one_label_at_a_time_over_an_optimised
     hso = HSO(model, lr=0.05, steps_per_segment=3)
     cached = hso.adapt_prompt(PROMPT)
     plain = fs.candidate_logprobs(HSO(model, lr=0.05, steps_per_segment=0),
-                                  HSO(model, lr=0.05, steps_per_segment=0).adapt_prompt(PROMPT), ITEM, LABELS)
-    together = fs.candidate_logprobs(hso, cached, ITEM, LABELS)
+                                  HSO(model, lr=0.05, steps_per_segment=0).adapt_prompt(PROMPT), [ITEM], LABELS)[0]
+    together = fs.candidate_logprobs(hso, cached, [ITEM], LABELS)[0]
     for lab, lp, before in zip(LABELS, together, plain, strict=True):
-        torch.testing.assert_close(lp, fs.candidate_logprobs(hso, cached, ITEM, [lab])[0], atol=1e-9, rtol=0)
+        torch.testing.assert_close(lp, fs.candidate_logprobs(hso, cached, [ITEM], [lab])[0][0], atol=1e-9, rtol=0)
         assert not torch.allclose(lp, before)  # the optimised cache changes the scores
+
+
+def test_a_batch_of_items_of_different_lengths_scores_each_as_alone():
+    model = tiny_llama(2).double()
+    hso = HSO(model, lr=0.05, steps_per_segment=2)
+    cached = hso.adapt_prompt(PROMPT)
+    items = [ITEM, ITEM[:1], ITEM[::-1] + ITEM, ITEM[1:]]
+    batch = fs.candidate_logprobs(hso, cached, items, LABELS)
+    for item, got in zip(items, batch, strict=True):
+        for lp, alone in zip(got, fs.candidate_logprobs(hso, cached, [item], LABELS)[0], strict=True):
+            torch.testing.assert_close(lp, alone, atol=1e-9, rtol=0)
+    plain = HSO(model, lr=0.05, steps_per_segment=0)
+    for item, got in zip(items, fs.candidate_logprobs(plain, plain.adapt_prompt(PROMPT), items, LABELS), strict=True):
+        for lab, lp in zip(LABELS, got, strict=True):
+            torch.testing.assert_close(lp, _teacher_forced(model, PROMPT + item + lab, len(lab)), atol=1e-6, rtol=0)
 
 
 def test_contextual_calibration_divides_by_the_content_free_distribution():
