@@ -1,0 +1,313 @@
+"""Recurrence for a pretrained decoder (Yoshida, Ettinger & Gimpel, 2020): a frozen HF causal LM reads a text in
+short windows and carries a few memory vectors from each window to the next, so its context is unbounded while
+its cache never holds more than one window.
+
+Layout. A text is cut into disjoint windows of ``window`` tokens; every window starts again at position 0, so the
+base never sees a position beyond its window and its cache never holds more than ``window`` entries. What a
+window leaves behind is ``memory_slots`` vectors of the base's width (``memory``), the same for every position of
+the next window.
+
+Writing (``RecurrenceModule.update``). After a window, the slots attend (cross-attention, queries from the slots)
+over the window's hidden states at the output of decoder layer ``read_layer`` and mix the result ``c`` into the
+memory through a gate, per slot and channel, as a GRU does: ``m' = (1 - z) m + z c`` with
+``z = sigmoid(W [m; c] + b)``. The read layer defaults to two thirds of the depth: late enough that the states
+are contextual (and include what the memory injected into this window, which makes the memory recurrent), early
+enough that they are not yet specialised to the next token's identity, as the last layers are.
+
+Reading (injection). After each decoder layer of ``inject_layers`` (default: a quarter and half of the depth),
+every position of a window adds ``tanh(g) * CrossAttention(h, memory)`` to its residual stream: Flamingo's gated
+cross-attention, with the gate ``g`` of each injected layer zero at initialisation. Why not the alternatives:
+memory as extra keys and values of the base's own attention changes every softmax's denominator even when the
+memory is zero, so it cannot be switched off exactly, and prefix embeddings take positions and cache entries. The
+gated residual cross-attention is exactly the base model when ``g = 0`` (``0 * x`` adds exact zeros), leaves the
+base's attention untouched, and depends on a position and the memory only, so the base's KV cache stays valid
+within a window. The base's weights are frozen; only ``RecurrenceModule`` (about 2% of SmolLM2-135M at the
+defaults) trains, by truncated back-propagation through ``K`` windows (``Recurrent.tbptt``).
+
+``RecurrentLM`` is the recurrent model as a ``LanguageModel``: ``start`` reads a prompt of any length window by
+window; a row whose window is full starts a new one (its memory updated) at its next ``extend``, so greedy, beam
+and exact search run on it with at most ``window`` cached entries and ``memory_slots`` memory vectors per row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from transformers import DynamicCache, PreTrainedModel
+
+from decoding.hf import HFCausalLM, HFState, _KVNode, _last_hidden, _Source, _stack_kv
+from decoding.protocol import as_ids
+from models.errors import ConfigError
+
+__all__ = ["Recurrent", "RecurrenceModule", "RecurrentLM", "RecurrentState", "decoder_layers"]
+
+
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The decoder blocks of an HF causal LM (``layers`` of Llama, Qwen2, Gemma; ``h`` of GPT-2)."""
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        layers = getattr(decoder, "h", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ConfigError(f"cannot find the decoder layers of {type(model).__name__}")
+    return layers
+
+
+class _CrossAttention(nn.Module):
+    """Multi-head attention from ``x`` (B, T, width) to ``context`` (B, S, width), both layer-normalised, through
+    an inner width ``dim``; returns (B, T, width)."""
+
+    def __init__(self, width: int, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ConfigError(f"dim ({dim}) must be a multiple of heads ({heads})")
+        self.heads = heads
+        self.norm_x, self.norm_context = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.q, self.k, self.v = (nn.Linear(width, dim, bias=False) for _ in range(3))
+        self.o = nn.Linear(dim, width, bias=False)
+
+    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
+        (b, t, _), s = x.shape, context.shape[1]
+        x, context = self.norm_x(x), self.norm_context(context)
+
+        def split(z: Tensor, n: int) -> Tensor:
+            return z.view(b, n, self.heads, -1).transpose(1, 2)
+
+        mask = None if context_mask is None else context_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(split(self.q(x), t), split(self.k(context), s),
+                                             split(self.v(context), s), attn_mask=mask)
+        return self.o(out.transpose(1, 2).reshape(b, t, -1))
+
+
+class RecurrenceModule(nn.Module):
+    """What trains: the initial memory, the writer (``update``) and one gated reader per injected layer."""
+
+    def __init__(self, width: int, *, slots: int, n_inject: int, dim: int = 256, heads: int = 4):
+        super().__init__()
+        self.initial = nn.Parameter(torch.randn(slots, width) / math.sqrt(width))
+        self.write = _CrossAttention(width, dim, heads)
+        self.gate = nn.Linear(2 * width, width)
+        self.read = nn.ModuleList(_CrossAttention(width, dim, heads) for _ in range(n_inject))
+        self.read_gates = nn.Parameter(torch.zeros(n_inject))
+
+    def update(self, memory: Tensor, states: Tensor) -> Tensor:
+        """Memory (B, S, width) after a window whose hidden states at the read layer are ``states`` (B, T, width)."""
+        candidate = self.write(memory, states.to(memory.dtype))
+        z = torch.sigmoid(self.gate(torch.cat([memory, candidate], dim=-1)))
+        return (1 - z) * memory + z * candidate
+
+    def inject(self, index: int, hidden: Tensor, memory: Tensor) -> Tensor:
+        read = self.read[index](hidden.to(memory.dtype), memory)
+        return hidden + (torch.tanh(self.read_gates[index]) * read).to(hidden.dtype)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+class Recurrent:
+    """A frozen HF causal LM read in windows with a ``RecurrenceModule`` (the module's docstring); ``module``: a
+    trained one (else a fresh one)."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: Any = None, *, window: int, memory_slots: int = 16,
+                 read_layer: int | None = None, inject_layers: Sequence[int] | None = None, dim: int = 256,
+                 heads: int = 4, module: RecurrenceModule | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        for p in model.parameters():
+            p.requires_grad_(False)
+        layers = decoder_layers(model)
+        n = len(layers)
+        self.window = _positive_int("window", window)
+        self.memory_slots = _positive_int("memory_slots", memory_slots)
+        self.read_layer = (2 * n) // 3 if read_layer is None else read_layer
+        self.inject_layers = tuple(sorted({n // 4, n // 2} if inject_layers is None else inject_layers))
+        bad = [i for i in (self.read_layer, *self.inject_layers) if isinstance(i, bool) or not 0 <= i < n]
+        if bad or not self.inject_layers:
+            raise ConfigError(f"read_layer and inject_layers (non-empty) must be layers 0..{n - 1} of the base, "
+                              f"got read_layer={self.read_layer}, inject_layers={list(self.inject_layers)}")
+        width = int(model.config.hidden_size)
+        self.module = module if module is not None else RecurrenceModule(
+            width, slots=self.memory_slots, n_inject=len(self.inject_layers), dim=dim, heads=heads)
+        self.module.to(model.device)
+        if self.module.initial.shape != (self.memory_slots, width) or len(self.module.read) != len(
+                self.inject_layers):
+            raise ConfigError(f"the module holds {tuple(self.module.initial.shape)} memory and "
+                              f"{len(self.module.read)} readers; this base needs ({self.memory_slots}, {width}) "
+                              f"and {len(self.inject_layers)}")
+        self.dim, self.heads = self.module.write.q.out_features, self.module.write.heads
+        self._memory: Tensor | None = None
+        self._captured: Tensor | None = None
+        self._hooks = [layers[i].register_forward_hook(partial(self._inject, j))
+                       for j, i in enumerate(self.inject_layers)]
+        self._hooks.append(layers[self.read_layer].register_forward_hook(self._capture))
+
+    def settings(self) -> dict[str, Any]:
+        return {"window": self.window, "memory_slots": self.memory_slots, "read_layer": self.read_layer,
+                "inject_layers": list(self.inject_layers), "dim": self.dim, "heads": self.heads}
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+    def remove(self) -> None:
+        """Take the hooks off the base model (it is then the plain base again)."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    def _inject(self, index: int, _module: nn.Module, _args: Any, output: Tensor) -> Tensor | None:
+        return None if self._memory is None else self.module.inject(index, output, self._memory)
+
+    def _capture(self, _module: nn.Module, _args: Any, output: Tensor) -> None:
+        if self._memory is not None:
+            self._captured = output
+
+    @contextmanager
+    def reading(self, memory: Tensor) -> Iterator[None]:
+        """Forwards of the base inside read ``memory`` (B, S, width) at the injected layers."""
+        self._memory = memory
+        try:
+            yield
+        finally:
+            self._memory = self._captured = None
+
+    def initial(self, batch: int) -> Tensor:
+        return self.module.initial[None].expand(batch, -1, -1)
+
+    def _window(self, ids: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits (B, T, V) of one window ``ids`` (B, T) read with ``memory``, and the memory it leaves."""
+        with self.reading(memory):
+            logits = self.model(input_ids=ids, use_cache=False).logits
+            assert self._captured is not None
+            return logits, self.module.update(memory, self._captured)
+
+    def advance(self, ids: Tensor, memory: Tensor) -> Tensor:
+        """The memory after reading the windows ``ids`` (B, T) (split into windows of ``window`` tokens)."""
+        for start in range(0, ids.shape[1], self.window):
+            memory = self._window(ids[:, start: start + self.window], memory)[1]
+        return memory
+
+    def logits(self, ids: Sequence[int]) -> Tensor:
+        """(T, V) teacher-forced logits of a text read window by window from the initial memory."""
+        text = torch.tensor([list(ids)], device=self.model.device)
+        memory, out = self.initial(1), []
+        for start in range(0, text.shape[1], self.window):
+            logits, memory = self._window(text[:, start: start + self.window], memory)
+            out.append(logits[0])
+        return torch.cat(out)
+
+    def _window_nll(self, ids: Tensor, targets: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
+        logits, memory = self._window(ids, memory)
+        nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum", ignore_index=-100)
+        return nll, memory
+
+    def tbptt(self, inputs: Tensor, targets: Tensor, memory: Tensor | None = None, *,
+              checkpoint: bool = True) -> tuple[Tensor, Tensor]:
+        """Summed NLL of ``targets`` (B, N; -100 is ignored) after ``inputs`` (B, N) read in windows from
+        ``memory`` (default: the initial one), gradients through all of its windows; and the memory it leaves,
+        detached, to carry into the next stretch of the same texts. ``checkpoint``: recompute each window's
+        activations in the backward pass (memory: one window's)."""
+        memory = self.initial(inputs.shape[0]) if memory is None else memory
+        total = inputs.new_zeros((), dtype=torch.float32)
+        for start in range(0, inputs.shape[1], self.window):
+            stop = start + self.window
+            if checkpoint and torch.is_grad_enabled():
+                nll, memory = torch.utils.checkpoint.checkpoint(
+                    self._window_nll, inputs[:, start:stop], targets[:, start:stop], memory, use_reentrant=False)
+            else:
+                nll, memory = self._window_nll(inputs[:, start:stop], targets[:, start:stop], memory)
+            total = total + nll
+        return total, memory.detach()
+
+
+@dataclass
+class RecurrentState(HFState):
+    memory: Tensor  # (n, S, width): what each row's earlier windows left
+    windows: list[tuple[int, ...]]  # each row's current window (at most ``window`` tokens; the KV path holds them)
+
+
+class RecurrentLM(HFCausalLM):
+    """``Recurrent`` as a ``LanguageModel`` (this module's docstring): ``HFCausalLM``'s batching and masking within
+    a window, the memory per row. A row whose window is full is re-read once with its memory to update the memory
+    (the hidden states of the read layer are not kept between steps), so decoding costs one extra window forward
+    per ``window`` tokens."""
+
+    def __init__(self, rec: Recurrent, *, eos_id: int | None = None, extra_masked_ids: Sequence[int] = ()):
+        super().__init__(rec.model, rec.tokenizer, eos_id=eos_id, extra_masked_ids=extra_masked_ids)
+        self.rec = rec
+
+    def signature(self) -> dict[str, Any]:
+        return {**super().signature(), "recurrence": self.rec.settings()}
+
+    def _check_positions(self, n: int, what: str) -> None:
+        """Any length: the base sees at most one window of positions."""
+        super()._check_positions(min(n, self.rec.window), what)
+
+    @staticmethod
+    def _with(base: HFState, memory: Tensor, windows: list[tuple[int, ...]]) -> RecurrentState:
+        return RecurrentState(*(getattr(base, f.name) for f in fields(HFState)), memory, windows)
+
+    def start(self, source_ids: Sequence[int]) -> RecurrentState:
+        ids = self._prompt(source_ids)
+        w = self.rec.window
+        current = (len(ids) - 1) // w * w
+        device = self.model.device
+        with torch.inference_mode():
+            memory = self.rec.advance(torch.tensor([ids[:current]], device=device), self.rec.initial(1))
+            with self.rec.reading(memory):
+                out = self.model(input_ids=torch.tensor([ids[current:]], device=device),
+                                 past_key_values=DynamicCache(config=self.config), use_cache=True,
+                                 output_hidden_states=True)
+        root = _KVNode(_stack_kv(out.past_key_values, slice(None))[:, :, 0], None, len(ids) - current)
+        base = HFState([root], self._normalise(out.logits[:, -1]), _Source(ids), _last_hidden(out.hidden_states))
+        return self._with(base, memory, [ids[current:]])
+
+    def extend(self, state: HFState, tokens: Tensor) -> RecurrentState:
+        assert isinstance(state, RecurrentState)
+        nodes, windows, memory = list(state.nodes), list(state.windows), state.memory
+        full = [i for i, window in enumerate(windows) if len(window) == self.rec.window]
+        if full:
+            rows = torch.tensor(full, device=memory.device)
+            with torch.inference_mode():
+                done = torch.tensor([windows[i] for i in full], device=self.model.device)
+                memory = memory.index_copy(0, rows, self.rec.advance(done, memory[rows]))
+            for i in full:
+                nodes[i] = _KVNode(nodes[i].kv[:, :, :, :0], None, 0)
+                windows[i] = ()
+        with self.rec.reading(memory):
+            base = super().extend(HFState(nodes, state.logprobs, state.source, state.hidden), tokens)
+        return self._with(base, memory, [w + (t,) for w, t in zip(windows, tokens.tolist(), strict=True)])
+
+    def select(self, state: HFState, rows: Tensor) -> RecurrentState:
+        assert isinstance(state, RecurrentState)
+        return self._with(super().select(state, rows), state.memory[rows.to(state.memory.device)],
+                          [state.windows[i] for i in rows.tolist()])
+
+    def without_logprobs(self, state: HFState) -> RecurrentState:
+        assert isinstance(state, RecurrentState)
+        return self._with(super().without_logprobs(state), state.memory, state.windows)
+
+    def concat(self, states: Sequence[HFState]) -> RecurrentState:
+        assert all(isinstance(s, RecurrentState) for s in states)
+        return self._with(super().concat(states), torch.cat([s.memory for s in states]),  # type: ignore[attr-defined]
+                          [w for s in states for w in s.windows])  # type: ignore[attr-defined]
+
+    def score(self, source_ids: Sequence[int], target_ids: Sequence[int]) -> Tensor:
+        prompt = self._prompt(source_ids)
+        target = as_ids(target_ids, "target_ids")
+        if not target:
+            return torch.zeros(0)
+        with torch.inference_mode():
+            logits = self.rec.logits(prompt + target)[len(prompt) - 1: -1]
+        lp = self._normalise(logits)
+        return lp.gather(1, torch.tensor(target, device=lp.device)[:, None])[:, 0]

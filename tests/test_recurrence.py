@@ -1,0 +1,126 @@
+"""Recurrence for a pretrained decoder (models/recurrence.py) on tiny GPT-2 and Llama models."""
+
+import pytest
+import torch
+
+from decoding import beam_search, exact_search, greedy_search
+from models.errors import ConfigError
+from models.recurrence import Recurrent, RecurrentLM
+from tests.conftest import VOCAB, brute_mode, tiny_gpt2, tiny_llama
+
+BUILDS = {"gpt2": tiny_gpt2, "llama": tiny_llama}
+
+
+def text(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, VOCAB, (n,), generator=g).tolist()
+
+
+def recurrent(build, seed=0, window=4, gate=None, **kw):
+    rec = Recurrent(build(seed).double(), window=window, memory_slots=3, dim=8, heads=2, **kw)
+    rec.module.double()
+    if gate is not None:
+        rec.module.read_gates.data.fill_(gate)
+    return rec
+
+
+@pytest.mark.parametrize("kind", list(BUILDS))
+def test_with_the_gates_at_zero_it_is_the_base_on_disjoint_windows(kind):
+    rec = recurrent(BUILDS[kind])
+    ids = text(14)
+    with torch.no_grad():
+        got = rec.logits(ids)
+        rec.remove()
+        plain = torch.cat([rec.model(input_ids=torch.tensor([ids[a: a + 4]])).logits[0] for a in range(0, 14, 4)])
+    torch.testing.assert_close(got, plain, atol=0, rtol=0)
+
+
+def test_the_memory_carries_the_past_once_the_gates_open():
+    rec = recurrent(tiny_llama, gate=1.0)
+    a, b = text(12, 1), text(12, 2)
+    with torch.no_grad():
+        first, second = rec.logits(a[:8] + a[8:]), rec.logits(b[:8] + a[8:])
+    assert not torch.allclose(first[8:], second[8:])  # the same last window after different pasts
+    assert rec.n_parameters() == sum(p.numel() for p in rec.module.parameters())
+
+
+def test_gradients_reach_the_module_through_k_windows_with_and_without_checkpoints():
+    rec = recurrent(tiny_llama, gate=0.5)
+    inputs = torch.tensor([text(12, 3), text(12, 4)])
+    targets = torch.full_like(inputs, -100)
+    targets[:, 8:] = inputs[:, 8:].flip(1)  # only the third window's targets count
+    grads = []
+    for checkpoint in (False, True):
+        rec.module.zero_grad()
+        nll, memory = rec.tbptt(inputs, targets, checkpoint=checkpoint)
+        nll.backward()
+        grads.append({n: p.grad.clone() for n, p in rec.module.named_parameters()})
+        assert not memory.requires_grad and memory.shape == (2, 3, 16)
+    assert grads[0]["initial"].abs().sum() > 0  # two windows back from the only loss
+    assert grads[0]["write.q.weight"].abs().sum() > 0
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=1e-10, rtol=0)
+    assert all(not p.requires_grad for p in rec.model.parameters())
+
+
+@pytest.mark.parametrize("kind", list(BUILDS))
+def test_cached_rows_batch_like_single_rows_and_equal_score_across_windows(kind):
+    lm = RecurrentLM(recurrent(BUILDS[kind], gate=0.7, window=3))
+    source = (3, 4, 2, 1, 5)  # a window and a bit
+    root = lm.start(source)
+    states, path = [root], []
+    for t in (4, 2, 1, 3, 5, 2):
+        states.append(lm.extend(states[-1], torch.tensor([t])))
+        path.append(t)
+    forced = lm.score(source, path)
+    cached = torch.stack([lm.logprobs(s)[0, t] for s, t in zip(states, path, strict=False)])
+    torch.testing.assert_close(cached, forced, atol=1e-10, rtol=0)
+    rows = [states[0], states[2], states[4], states[5]]  # windows at different fills
+    batch = lm.extend(lm.concat(rows), torch.tensor([1, 3, 4, 2]))
+    single = [lm.extend(s, torch.tensor([t])) for s, t in zip(rows, (1, 3, 4, 2), strict=True)]
+    torch.testing.assert_close(lm.logprobs(batch), torch.cat([lm.logprobs(s) for s in single]), atol=1e-10, rtol=0)
+    picked = lm.select(batch, torch.tensor([2, 0]))
+    torch.testing.assert_close(lm.logprobs(picked), lm.logprobs(batch)[[2, 0]])
+    assert lm.signature()["recurrence"]["window"] == 3
+
+
+def test_prompts_beyond_the_position_table_and_bounded_cache():
+    lm = RecurrentLM(recurrent(tiny_gpt2, gate=0.5, window=5))
+    source = tuple(text(45, 5))  # tiny GPT-2 has 32 positions
+    seen = []
+    extend = lm.extend
+
+    def recording(state, tokens):
+        out = extend(state, tokens)
+        seen.extend(sum(kv.shape[3] for kv in node.path()) for node in out.nodes)
+        assert out.memory.shape[1] == 3
+        return out
+
+    lm.extend = recording
+    beam = beam_search(lm, source, beam_size=3, max_len=12)
+    greedy = greedy_search(lm, source, max_len=12)
+    assert seen and max(seen) <= 5
+    for hyp in (beam.best, greedy.best):
+        assert hyp.logprob == pytest.approx(float(lm.score(source, hyp.token_ids).sum()), abs=1e-8)
+
+
+@pytest.mark.parametrize("kind,seed", [("gpt2", 0), ("llama", 1)])
+def test_exact_search_on_a_recurrent_lm_equals_brute_force(kind, seed):
+    lm = RecurrentLM(recurrent(BUILDS[kind], seed, gate=1.0, window=3))
+    source = (2, 4, 3, 1)
+    for min_len in (0, 2):
+        mode, lp = brute_mode(lm, source, 4, min_len)
+        res = exact_search(lm, source, max_len=4, min_len=min_len, batch_size=3)
+        assert res.certified and res.best.token_ids == mode
+        assert res.best.logprob == pytest.approx(lp, abs=1e-5)
+
+
+def test_bad_settings_are_refused():
+    model = tiny_llama(0)
+    for kw, message in [({"window": 0}, "window must be an integer >= 1"),
+                        ({"window": 4, "memory_slots": 2.5}, "memory_slots must be"),
+                        ({"window": 4, "read_layer": 7}, "layers 0..1"),
+                        ({"window": 4, "inject_layers": []}, "non-empty"),
+                        ({"window": 4, "dim": 6, "heads": 4}, "multiple of heads")]:
+        with pytest.raises(ConfigError, match=message):
+            Recurrent(model, **kw)
