@@ -110,6 +110,12 @@ def _train(args: argparse.Namespace) -> None:
         conditional.train_classifiers(load_config(conditional.ConditionalConfig, "conditional", config, overrides),
                                       limit=args.limit)
         return
+    if args.what == "recurrence":
+        from experiments import train_recurrence
+
+        cfg_r = load_config(train_recurrence.TrainRecurrenceConfig, "train_recurrence", config, overrides)
+        train_recurrence.main(cfg_r, Path(args.out) if args.out else None, limit=args.limit, argv=sys.argv)
+        return
     from experiments import train_mt
 
     cfg = load_config(train_mt.TrainMTConfig, "train_mt", config, overrides)
@@ -170,21 +176,26 @@ def main(argv: list[str] | None = None) -> None:
                      help="Ray actors, each loading the model once (default: as many as the cluster's CPUs hold)")
     run.add_argument("--ray-threads", type=_positive, metavar="N", help="torch threads per Ray actor (default 1)")
     run.set_defaults(func=_run)
-    train = sub.add_parser("train", help="train a model: `lq train mt` (the Bible de->en Marian model) or "
-                           "`lq train classifier` (the attribute classifiers of conditional beam search)",
+    train = sub.add_parser("train", help="train a model: `lq train mt` (the Bible de->en Marian model), "
+                           "`lq train classifier` (the attribute classifiers of conditional beam search) or "
+                           "`lq train recurrence` (memory for a frozen SmolLM2)",
                            description="Train a model. mt: re-running the same command resumes from its checkpoint; "
                            "config experiments/configs/train_mt.toml, overridable with --set (e.g. --set "
                            "contamination=0.01 --set contamination_kind=copy). classifier: for each model of "
                            "experiments/configs/conditional.toml (e.g. --set 'models=[\"bible-de-en-marian\"]'), "
                            "sample the model on training sources, label the samples by the attribute, train q(A | x, "
-                           "y<=t) and report its held-out calibration; cached in $LQ_CACHE/classifiers.")
-    train.add_argument("what", choices=["mt", "classifier"],
-                       help="mt: a MarianMTModel on a parallel corpus; classifier: attribute classifiers")
+                           "y<=t) and report its held-out calibration; cached in $LQ_CACHE/classifiers. recurrence: "
+                           "the recurrence module of a frozen decoder on long documents (config "
+                           "experiments/configs/train_recurrence.toml), resumable like mt.")
+    train.add_argument("what", choices=["mt", "classifier", "recurrence"],
+                       help="mt: a MarianMTModel on a parallel corpus; classifier: attribute classifiers; "
+                       "recurrence: a recurrence module")
     train.add_argument("--config", help="a TOML config file instead of the default")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     train.add_argument("--limit", type=_positive, help="mt: only the first N training pairs (N/10 dev and test); "
-                       "classifier: only 4N training sources")
-    train.add_argument("--out", help="model folder (default $LQ_CACHE/models/<corpus>-marian); resumed if present")
+                       "classifier: only 4N training sources; recurrence: the first N training documents per domain")
+    train.add_argument("--out", help="model folder (default $LQ_CACHE/models/<corpus>-marian or "
+                       "<base>-recurrence); resumed if present")
     train.set_defaults(func=_train)
     figures = sub.add_parser("figures", help="re-render a run's figures (PDF and PNG) into RUN_DIR/figures")
     figures.add_argument("run_dir")

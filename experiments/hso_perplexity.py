@@ -25,15 +25,8 @@ from tqdm import tqdm
 
 from analysis.perplexity import best_settings, perplexity_table, setting_name
 from experiments.config import check
+from experiments.corpora import DOMAINS, documents
 from experiments.rundir import RunDir
-
-DOMAINS = {
-    "bible": "the King James Bible (1611; archaic English), one document per chapter",
-    "shakespeare": "Shakespeare's plays and poems (modern spelling), one document per work",
-    "wikipedia": "English Wikipedia articles (gensim's test data), one document per article",
-    "news": "the Lee news corpus (Australian news articles, gensim's test data), one document per article",
-}
-
 
 @dataclass(frozen=True)
 class HSOPerplexityConfig:
@@ -94,19 +87,6 @@ class Setting:
             return DynamicEvaluation(model, tok, lr=self.lr, steps_per_segment=self.steps, decay=cfg.dyn_decay,
                                      params=cfg.dyn_params, segment=cfg.segment, window=cfg.window)
         return NoAdaptation(model, tok, segment=cfg.segment, window=cfg.window)
-
-
-def documents(domain: str, split: str) -> list[tuple[str, str]]:
-    """(document id, text) of a domain's split, in corpus order."""
-    from experiments.corpora import load_corpus
-
-    if domain == "bible":
-        verses = load_corpus("bible-kjv-bbe", split=split)
-        return [(f"bible/{book}/{chapter}", " ".join(g["source"]))
-                for (book, chapter), g in verses.groupby(["book", "chapter"], sort=False)]
-    corpus = {"shakespeare": "shakespeare", "wikipedia": "wikipedia", "news": "lee"}[domain]
-    docs = load_corpus(corpus, split=split)
-    return list(zip(docs["id"], docs["text"], strict=True))
 
 
 def chunks(domain: str, phase: str, tok: Any, cfg: HSOPerplexityConfig) -> list[Chunk]:

@@ -31,11 +31,13 @@ and exact search run on it with at most ``window`` cached entries and ``memory_s
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,7 +49,8 @@ from decoding.hf import HFCausalLM, HFState, _KVNode, _last_hidden, _Source, _st
 from decoding.protocol import as_ids
 from models.errors import ConfigError
 
-__all__ = ["Recurrent", "RecurrenceModule", "RecurrentLM", "RecurrentState", "decoder_layers"]
+__all__ = ["Recurrent", "RecurrenceModule", "RecurrentLM", "RecurrentState", "TrainSettings", "decoder_layers", "dev_nll",
+           "load", "save", "train"]
 
 
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
@@ -191,18 +194,25 @@ class Recurrent:
             assert self._captured is not None
             return logits, self.module.update(memory, self._captured)
 
-    def advance(self, ids: Tensor, memory: Tensor) -> Tensor:
-        """The memory after reading the windows ``ids`` (B, T) (split into windows of ``window`` tokens)."""
-        for start in range(0, ids.shape[1], self.window):
-            memory = self._window(ids[:, start: start + self.window], memory)[1]
+    def advance(self, ids: Tensor, memory: Tensor, window: int | None = None) -> Tensor:
+        """The memory after reading ``ids`` (B, T) in windows of ``window`` tokens (default: the model's)."""
+        w = window or self.window
+        for start in range(0, ids.shape[1], w):
+            memory = self._window(ids[:, start: start + w], memory)[1]
         return memory
 
-    def logits(self, ids: Sequence[int]) -> Tensor:
-        """(T, V) teacher-forced logits of a text read window by window from the initial memory."""
+    def logits(self, ids: Sequence[int], window: int | None = None, *, memory: bool = True) -> Tensor:
+        """(T, V) teacher-forced logits of a text read in windows of ``window`` tokens (default: the model's) from
+        the initial memory; ``memory=False``: the base alone on the same disjoint windows."""
+        w = window or self.window
         text = torch.tensor([list(ids)], device=self.model.device)
-        memory, out = self.initial(1), []
-        for start in range(0, text.shape[1], self.window):
-            logits, memory = self._window(text[:, start: start + self.window], memory)
+        state, out = self.initial(1), []
+        for start in range(0, text.shape[1], w):
+            piece = text[:, start: start + w]
+            if memory:
+                logits, state = self._window(piece, state)
+            else:
+                logits = self.model(input_ids=piece, use_cache=False).logits
             out.append(logits[0])
         return torch.cat(out)
 
@@ -211,21 +221,21 @@ class Recurrent:
         nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum", ignore_index=-100)
         return nll, memory
 
-    def tbptt(self, inputs: Tensor, targets: Tensor, memory: Tensor | None = None, *,
+    def tbptt(self, inputs: Tensor, targets: Tensor, memory: Tensor | None = None, *, window: int | None = None,
               checkpoint: bool = True) -> tuple[Tensor, Tensor]:
-        """Summed NLL of ``targets`` (B, N; -100 is ignored) after ``inputs`` (B, N) read in windows from
-        ``memory`` (default: the initial one), gradients through all of its windows; and the memory it leaves,
-        detached, to carry into the next stretch of the same texts. ``checkpoint``: recompute each window's
+        """Summed NLL of ``targets`` (B, N; -100 is ignored) after ``inputs`` (B, N) read in windows of ``window``
+        tokens from ``memory`` (default: the initial one), gradients through all of its windows; and the memory it
+        leaves, detached, to carry into the next stretch of the same texts. ``checkpoint``: recompute each window's
         activations in the backward pass (memory: one window's)."""
+        w = window or self.window
         memory = self.initial(inputs.shape[0]) if memory is None else memory
         total = inputs.new_zeros((), dtype=torch.float32)
-        for start in range(0, inputs.shape[1], self.window):
-            stop = start + self.window
+        for start in range(0, inputs.shape[1], w):
+            piece = inputs[:, start: start + w], targets[:, start: start + w]
             if checkpoint and torch.is_grad_enabled():
-                nll, memory = torch.utils.checkpoint.checkpoint(
-                    self._window_nll, inputs[:, start:stop], targets[:, start:stop], memory, use_reentrant=False)
+                nll, memory = torch.utils.checkpoint.checkpoint(self._window_nll, *piece, memory, use_reentrant=False)
             else:
-                nll, memory = self._window_nll(inputs[:, start:stop], targets[:, start:stop], memory)
+                nll, memory = self._window_nll(*piece, memory)
             total = total + nll
         return total, memory.detach()
 
@@ -311,3 +321,201 @@ class RecurrentLM(HFCausalLM):
             logits = self.rec.logits(prompt + target)[len(prompt) - 1: -1]
         lp = self._normalise(logits)
         return lp.gather(1, torch.tensor(target, device=lp.device)[:, None])[:, 0]
+
+
+# ---------------------------------------------------------------- training, saving, loading
+
+MODULE_FILE, SETTINGS_FILE = "recurrence.safetensors", "recurrence.json"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How ``train`` runs: ``batch`` streams of training documents, each read ``k_windows`` windows per step (the
+    window drawn per step from ``windows``), the memory carried (detached) from step to step along a document and
+    reset at a new one; AdamW with linear warm-up and cosine decay over ``max_steps``; stopped at ``max_minutes``
+    of training time; dev NLL every ``eval_every`` steps; a checkpoint every ``checkpoint_minutes``."""
+
+    windows: tuple[int, ...] = (64, 128, 256)
+    k_windows: int = 4
+    batch: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    max_steps: int = 400
+    max_minutes: float = 110.0
+    eval_every: int = 100
+    eval_window: int = 128
+    checkpoint_minutes: float = 10.0
+    seed: int = 0
+
+
+def _stretch(rng: Any, docs: Sequence[Sequence[int]], n: int) -> int:
+    """A random document with at least ``n`` tokens, drawn in proportion to its length."""
+    sizes = [len(d) if len(d) >= n else 0 for d in docs]
+    if not any(sizes):
+        raise ConfigError(f"no training document has the {n} tokens of one step; lower windows or k_windows")
+    return int(rng.choices(range(len(docs)), weights=sizes)[0])
+
+
+def dev_nll(rec: Recurrent, docs: Sequence[Sequence[int]], window: int) -> dict[str, float]:
+    """Mean NLL per token of ``docs`` after their first window, with the memory and with the base alone on the
+    same disjoint windows."""
+    total = {"memory": 0.0, "base": 0.0}
+    count = 0
+    with torch.inference_mode():
+        for ids in docs:
+            target = torch.tensor(list(ids[window:]), device=rec.model.device)
+            if not len(target):
+                continue
+            for key, memory in (("memory", True), ("base", False)):
+                logits = rec.logits(ids, window, memory=memory)[window - 1: -1].float()
+                total[key] += float(F.cross_entropy(logits, target, reduction="sum"))
+            count += len(target)
+    return {k: v / max(count, 1) for k, v in total.items()}
+
+
+def train(rec: Recurrent, train_docs: Sequence[Sequence[int]], dev_docs: Sequence[Sequence[int]], out: Path,
+          settings: TrainSettings, *, meta: dict[str, Any]) -> dict[str, Any]:
+    """Train ``rec.module`` (or resume) into ``out``: ``out/checkpoint`` while training, then the module
+    (``save``) with ``training.json`` and ``learning_curve.csv``. ``meta`` (config, data hash, command) is
+    stored with it; a checkpoint of other ``meta["config"]`` (but for the budget keys) is refused."""
+    import random
+    import shutil
+    import time
+
+    import pandas as pd
+    from tqdm import tqdm
+
+    out = Path(out)
+    ckpt = out / "checkpoint"
+    params = [p for p in rec.module.parameters()]
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+    def schedule(step: int) -> float:
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        progress = (step - settings.warmup_steps) / max(1, settings.max_steps - settings.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "curve": [], "streams": [None] * settings.batch}
+    if (ckpt / "state.pt").exists():
+        saved = torch.load(ckpt / "state.pt", weights_only=False)
+        if _fixed(saved["meta"]["config"]) != _fixed(meta["config"]) or saved["meta"]["data_hash"] != meta[
+                "data_hash"]:
+            raise ConfigError(f"{out} holds a checkpoint of a different config or data; use another output folder")
+        rec.module.load_state_dict(saved["module"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        rng.setstate(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+
+    def save_checkpoint() -> None:
+        tmp = ckpt.with_name("checkpoint.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save({"module": rec.module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "state": state, "meta": meta},
+                   tmp / "state.pt")
+        shutil.rmtree(ckpt, ignore_errors=True)
+        tmp.rename(ckpt)
+
+    def evaluate() -> dict[str, float]:
+        rec.module.eval()
+        nll = dev_nll(rec, dev_docs, settings.eval_window)
+        rec.module.train()
+        return {"dev_nll": nll["memory"], "dev_nll_base": nll["base"]}
+
+    if not state["curve"]:
+        state["curve"].append({"step": 0, "elapsed_s": 0.0, "train_nll": None, **evaluate()})
+    started, last_ckpt = time.monotonic() - state["elapsed"], time.monotonic()
+    rec.module.train()
+    bar = tqdm(total=settings.max_steps, initial=state["step"], unit="step", desc="training recurrence")
+    running: float | None = state.get("running")
+    while state["step"] < settings.max_steps and state["elapsed"] < settings.max_minutes * 60:
+        window = rng.choice(settings.windows)
+        n = settings.k_windows * window
+        inputs, memories = [], []
+        for b, stream in enumerate(state["streams"]):
+            if stream is None or stream["pos"] + n + 1 > len(train_docs[stream["doc"]]):
+                doc = _stretch(rng, train_docs, n + 1)  # a new document, from a random offset in its first stretch
+                stream = {"doc": doc, "pos": rng.randrange(0, min(n, len(train_docs[doc]) - n - 1) + 1),
+                          "memory": None}
+                state["streams"][b] = stream
+            inputs.append(list(train_docs[stream["doc"]][stream["pos"]: stream["pos"] + n + 1]))
+            memories.append(rec.module.initial if stream["memory"] is None else stream["memory"])
+        ids = torch.tensor(inputs, device=rec.model.device)
+        nll, left = rec.tbptt(ids[:, :-1], ids[:, 1:], torch.stack(memories), window=window)
+        loss = nll / ids[:, 1:].numel()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        for b, stream in enumerate(state["streams"]):
+            stream["pos"] += n
+            stream["memory"] = left[b]
+        state["step"] += 1
+        value = float(loss)
+        running = value if running is None else 0.95 * running + 0.05 * value
+        state["running"] = running
+        state["elapsed"] = time.monotonic() - started
+        bar.update(1)
+        bar.set_postfix(window=window, nll=f"{running:.3f}")
+        if state["step"] % settings.eval_every == 0:
+            row = {"step": state["step"], "elapsed_s": round(state["elapsed"], 1), "train_nll": running,
+                   **evaluate()}
+            state["curve"].append(row)
+            bar.write(json.dumps(row))
+        if time.monotonic() - last_ckpt > settings.checkpoint_minutes * 60:
+            save_checkpoint()
+            last_ckpt = time.monotonic()
+    bar.close()
+    if state["curve"][-1]["step"] != state["step"]:
+        state["curve"].append({"step": state["step"], "elapsed_s": round(state["elapsed"], 1),
+                               "train_nll": running, **evaluate()})
+    save_checkpoint()
+    info = {**meta, "steps": state["step"], "training_seconds": round(state["elapsed"], 1),
+            "n_parameters": rec.n_parameters(), "final": state["curve"][-1]}
+    save(rec, out, info)
+    pd.DataFrame(state["curve"]).to_csv(out / "learning_curve.csv", index=False)
+    return info
+
+
+BUDGET_KEYS = ("max_steps", "max_minutes", "checkpoint_minutes", "eval_every")  # may change when resuming
+
+
+def _fixed(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in BUDGET_KEYS}
+
+
+def save(rec: Recurrent, folder: Path, meta: dict[str, Any]) -> None:
+    """The module in float16 (``recurrence.safetensors``) and ``recurrence.json``: the base model's name and the
+    settings that rebuild it (``load``), with ``meta`` (training record)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().half().contiguous().cpu() for k, v in rec.module.state_dict().items()},
+              folder / MODULE_FILE)
+    (folder / SETTINGS_FILE).write_text(json.dumps({"settings": rec.settings(), **meta}, indent=2) + "\n")
+
+
+def load(folder: Path, model: PreTrainedModel, tokenizer: Any = None, *, window: int | None = None) -> Recurrent:
+    """A saved module over ``model`` (the base it was trained on: ``recurrence.json``'s ``base``), read in windows
+    of ``window`` tokens (default: the trained setting's)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        settings = json.loads((folder / SETTINGS_FILE).read_text())["settings"]
+        weights = load_file(folder / MODULE_FILE)
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"{folder} holds no recurrence module ({MODULE_FILE} and {SETTINGS_FILE}): {err}") from err
+    width = weights["initial"].shape[1]
+    module = RecurrenceModule(width, slots=settings["memory_slots"], n_inject=len(settings["inject_layers"]),
+                              dim=settings["dim"], heads=settings["heads"])
+    module.load_state_dict({k: v.float() for k, v in weights.items()})
+    return Recurrent(model, tokenizer, **{**settings, "window": window or settings["window"]}, module=module)

@@ -7,6 +7,7 @@ from decoding import beam_search, exact_search, greedy_search
 from models.errors import ConfigError
 from models.recurrence import Recurrent, RecurrentLM
 from tests.conftest import VOCAB, brute_mode, tiny_gpt2, tiny_llama
+from tests.test_experiments import tiny_model_dir  # noqa: F401  (fixture)
 
 BUILDS = {"gpt2": tiny_gpt2, "llama": tiny_llama}
 
@@ -124,3 +125,35 @@ def test_bad_settings_are_refused():
                         ({"window": 4, "dim": 6, "heads": 4}, "multiple of heads")]:
         with pytest.raises(ConfigError, match=message):
             Recurrent(model, **kw)
+
+
+def test_train_recurrence_end_to_end_resumes_and_loads(tiny_model_dir, tmp_path):  # noqa: F811
+    import json
+
+    from experiments import train_recurrence
+    from experiments.config import load_config
+    from models import load_model
+    from models.recurrence import load
+
+    def cfg(**kw):
+        return load_config(train_recurrence.TrainRecurrenceConfig, "train_recurrence", overrides={
+            "base": str(tiny_model_dir), "domains": ["bible", "wikipedia"], "window": 4, "windows": [4, 8],
+            "k_windows": 2, "memory_slots": 3, "read_layer": 1, "inject_layers": [0], "dim": 8, "heads": 2,
+            "max_steps": 3, "warmup_steps": 1, "eval_every": 2, "dev_tokens": 24} | kw)
+
+    out = train_recurrence.main(cfg(), tmp_path / "rec", limit=2)
+    record = json.loads((out / "recurrence.json").read_text())
+    assert record["steps"] == 3 and record["settings"]["window"] == 4 and record["settings"]["inject_layers"] == [0]
+    card = (out / "README.md").read_text()
+    assert "| recurrent |" in card and "sha256" in card
+    curve = (out / "learning_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("step,") and len(curve) == 1 + 3  # steps 0, 2, 3
+    train_recurrence.main(cfg(max_steps=5), tmp_path / "rec", limit=2)  # resumes: two more steps
+    assert json.loads((out / "recurrence.json").read_text())["steps"] == 5
+    with pytest.raises(Exception, match="different config"):
+        train_recurrence.main(cfg(max_steps=6, lr=0.5), tmp_path / "rec", limit=2)
+    model, tok, _ = load_model(str(tiny_model_dir))
+    rec = load(out, model, tok, window=8)
+    assert rec.window == 8 and rec.module.read_gates.abs().sum() > 0  # trained away from the closed gates
+    ids = list(tok("in the beginning god created the heaven and the earth")["input_ids"])
+    assert rec.logits(ids * 2).shape == (2 * len(ids), model.config.vocab_size)

@@ -22,7 +22,7 @@ name               what
 
 One module per corpus family, whose docstring says where its data come from (``CORPUS_REQUIREMENTS`` has the
 install commands): ``bible`` (both Bible corpora), ``shakespeare``, ``gensim_data`` (``wikipedia``, ``lee``),
-``chatterbot``; ``prompts`` builds few-shot translation prompts for decoder-only models and ``common`` holds what
+``chatterbot``; ``documents`` reads a domain's documents (``DOMAINS``) for the long-text experiments; ``prompts`` builds few-shot translation prompts for decoder-only models and ``common`` holds what
 the loaders share. ``python -m experiments.corpora [NAME ...]`` summarises the corpora.
 
 Parallel (Bible) frames have columns ``id`` (``"bible-de-en/43/3/16"``: book/chapter/verse, books numbered
@@ -59,6 +59,7 @@ from experiments.corpora.bible import (
 )
 from experiments.corpora.chatterbot import CHATTERBOT, load_chatterbot
 from experiments.corpora.common import SPLITS, CorpusNotAvailableError
+from experiments.corpora.documents import DOMAINS, documents
 from experiments.corpora.gensim_data import GENSIM, load_lee, load_wikipedia
 from experiments.corpora.orange import ORANGE_TEXT, load_election_tweets, load_reuters_r8
 from experiments.corpora.prompts import few_shot_examples, few_shot_prompt
@@ -69,10 +70,12 @@ __all__ = [
     "BIBLE_VERSIONS",
     "CORPORA",
     "CORPUS_REQUIREMENTS",
+    "DOMAINS",
     "SPLITS",
     "CorpusNotAvailableError",
     "bible_split",
     "clean_verse",
+    "documents",
     "few_shot_examples",
     "few_shot_prompt",
     "load_bible_de_en",
