@@ -30,6 +30,9 @@ EXPERIMENTS = {
     "hso-fewshot": ("k-shot classification (Reuters R8, election tweets, chatterbot topics) with SmolLM2 and Gemma-3: "
                     "ICL, ICL + HSO on the demonstrations, contextual calibration, a linear head",
                     "experiments.hso_fewshot", "HSOFewShotConfig"),
+    "recurrence": ("perplexity of SmolLM2 with a trained recurrence module (windows 64-256 and memory) against "
+                   "sliding windows, disjoint windows and the full context, at equal memory",
+                   "experiments.recurrence", "RecurrenceConfig"),
 }
 DEFAULT_EXPERIMENT = "modes"
 

@@ -28,6 +28,7 @@ from experiments.config import check
 from experiments.corpora import DOMAINS, documents
 from experiments.rundir import RunDir
 
+
 @dataclass(frozen=True)
 class HSOPerplexityConfig:
     models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct", "gemma3-270m"])

@@ -45,7 +45,7 @@ __all__ = ["EXPERIMENTS", "INSTALL_TEX", "N_BOOT", "PAIRED_BASELINE", "PLACEHOLD
            "conditional_latex", "definitions", "generate", "numbers", "summary_latex", "tex_escape", "tex_number"]
 
 EXPERIMENTS = ("modes", "contamination", "conditional")
-OWN_TABLES = ("hso_perplexity", "hso_fewshot")
+OWN_TABLES = ("hso_perplexity", "hso_fewshot", "recurrence")
 """Run directories whose rows are not search results (perplexity per segment, few-shot predictions): their tables
 and figures are their own run's report.md, not this module's."""
 """The experiments paper.tex discusses, in its order; a run under another name is generated too."""

@@ -35,7 +35,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,8 @@ from decoding.hf import HFCausalLM, HFState, _KVNode, _last_hidden, _Source, _st
 from decoding.protocol import as_ids
 from models.errors import ConfigError
 
-__all__ = ["Recurrent", "RecurrenceModule", "RecurrentLM", "RecurrentState", "TrainSettings", "decoder_layers", "dev_nll",
-           "load", "save", "train"]
+__all__ = ["Recurrent", "RecurrenceModule", "RecurrentLM", "RecurrentState", "TrainSettings", "decoder_layers",
+           "dev_nll", "load", "load_recurrent", "module_folder", "save", "train"]
 
 
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
@@ -265,7 +265,7 @@ class RecurrentLM(HFCausalLM):
 
     @staticmethod
     def _with(base: HFState, memory: Tensor, windows: list[tuple[int, ...]]) -> RecurrentState:
-        return RecurrentState(*(getattr(base, f.name) for f in fields(HFState)), memory, windows)
+        return RecurrentState(base.nodes, base.logprobs, base.source, base.hidden, memory, windows)
 
     def start(self, source_ids: Sequence[int]) -> RecurrentState:
         ids = self._prompt(source_ids)
@@ -459,7 +459,7 @@ def train(rec: Recurrent, train_docs: Sequence[Sequence[int]], dev_docs: Sequenc
             stream["pos"] += n
             stream["memory"] = left[b]
         state["step"] += 1
-        value = float(loss)
+        value = loss.item()
         running = value if running is None else 0.95 * running + 0.05 * value
         state["running"] = running
         state["elapsed"] = time.monotonic() - started
@@ -519,3 +519,26 @@ def load(folder: Path, model: PreTrainedModel, tokenizer: Any = None, *, window:
                               dim=settings["dim"], heads=settings["heads"])
     module.load_state_dict({k: v.float() for k, v in weights.items()})
     return Recurrent(model, tokenizer, **{**settings, "window": window or settings["window"]}, module=module)
+
+
+def module_folder(name_or_path: str | Path) -> Path:
+    """A folder written by ``lq train recurrence``, or the name of a module shipped in ``models/shipped``."""
+    from models.registry import SHIPPED_DIR
+
+    folder = Path(name_or_path)
+    folder = folder if folder.is_dir() else SHIPPED_DIR / str(name_or_path)
+    if not (folder / SETTINGS_FILE).is_file():
+        raise ConfigError(f"{name_or_path!r} is no recurrence module: expected a folder with {SETTINGS_FILE} and "
+                          f"{MODULE_FILE}, written by `lq train recurrence`")
+    return folder
+
+
+def load_recurrent(name_or_path: str | Path, *, device: str = "cpu",
+                   window: int | None = None) -> tuple[Recurrent, str]:
+    """A trained module over its base (loaded with ``models.load_model``), and the base's name."""
+    from models.registry import load_model
+
+    folder = module_folder(name_or_path)
+    base = str(json.loads((folder / SETTINGS_FILE).read_text())["base"])
+    model, tok, _ = load_model(base, device=device)
+    return load(folder, model, tok, window=window), base

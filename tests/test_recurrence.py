@@ -1,5 +1,9 @@
 """Recurrence for a pretrained decoder (models/recurrence.py) on tiny GPT-2 and Llama models."""
 
+import json
+import math
+
+import pandas as pd
 import pytest
 import torch
 
@@ -127,19 +131,23 @@ def test_bad_settings_are_refused():
             Recurrent(model, **kw)
 
 
-def test_train_recurrence_end_to_end_resumes_and_loads(tiny_model_dir, tmp_path):  # noqa: F811
-    import json
-
+def train_config(model_dir, **kw):
     from experiments import train_recurrence
     from experiments.config import load_config
+
+    return load_config(train_recurrence.TrainRecurrenceConfig, "train_recurrence", overrides={
+        "base": str(model_dir), "domains": ["bible", "wikipedia"], "window": 4, "windows": [4, 8],
+        "k_windows": 2, "memory_slots": 3, "read_layer": 1, "inject_layers": [0], "dim": 8, "heads": 2,
+        "max_steps": 3, "warmup_steps": 1, "eval_every": 2, "dev_tokens": 24} | kw)
+
+
+def test_train_recurrence_end_to_end_resumes_and_loads(tiny_model_dir, tmp_path):  # noqa: F811
+    from experiments import train_recurrence
     from models import load_model
     from models.recurrence import load
 
     def cfg(**kw):
-        return load_config(train_recurrence.TrainRecurrenceConfig, "train_recurrence", overrides={
-            "base": str(tiny_model_dir), "domains": ["bible", "wikipedia"], "window": 4, "windows": [4, 8],
-            "k_windows": 2, "memory_slots": 3, "read_layer": 1, "inject_layers": [0], "dim": 8, "heads": 2,
-            "max_steps": 3, "warmup_steps": 1, "eval_every": 2, "dev_tokens": 24} | kw)
+        return train_config(tiny_model_dir, **kw)
 
     out = train_recurrence.main(cfg(), tmp_path / "rec", limit=2)
     record = json.loads((out / "recurrence.json").read_text())
@@ -157,3 +165,55 @@ def test_train_recurrence_end_to_end_resumes_and_loads(tiny_model_dir, tmp_path)
     assert rec.window == 8 and rec.module.read_gates.abs().sum() > 0  # trained away from the closed gates
     ids = list(tok("in the beginning god created the heaven and the earth")["input_ids"])
     assert rec.logits(ids * 2).shape == (2 * len(ids), model.config.vocab_size)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):  # noqa: F811
+    from experiments import train_recurrence
+
+    return train_recurrence.main(train_config(tiny_model_dir, max_steps=2), tmp_path_factory.mktemp("rec"), limit=2)
+
+
+def test_run_recurrence_end_to_end_same_tokens_for_every_method_and_resumes(trained, tmp_path):
+    from experiments import recurrence
+    from experiments.config import load_config
+
+    cfg = load_config(recurrence.RecurrenceConfig, "recurrence", overrides={
+        "module": str(trained), "domains": ["bible", "wikipedia"], "windows": [4, 8], "context": 20, "pieces": 2,
+        "sliding_stride": 2, "n_boot": 50})
+    run = recurrence.main(cfg, tmp_path / "run")
+    rows = pd.DataFrame([json.loads(line) for line in (run / "rows.jsonl").read_text().splitlines()])
+    names = {m.name for m in recurrence.methods(cfg)}
+    assert names == {"full", *(f"{f} W={w}" for w in (4, 8) for f in ("recurrent", "disjoint", "disjoint+slots",
+                                                                      "sliding"))}
+    assert set(rows["method"]) == names and len(rows) == 2 * 2 * len(names)
+    assert rows["tokens"].eq(20 - 8).all()  # every method scores the tokens after the largest window
+    state = rows.groupby("method")["state_mb"].first()
+    assert state["sliding W=8"] == state["disjoint W=8"] < state["recurrent W=8"] < state["disjoint+slots W=8"]
+    table = pd.read_csv(run / "summary.csv")
+    pooled = table[table["domain"] == "all"].set_index("method")
+    assert pooled.loc["recurrent W=4", "pieces"] == 4 and pd.isna(pooled.loc["sliding W=4", "delta_sliding"])
+    report = (run / "report.md").read_text()
+    assert "| all | recurrent W=8 |" in report and "the recurrent model" in report
+    assert (run / "figures" / "recurrence_memory.png").is_file() and (run / "figures" / "recurrence_time.png").is_file()
+    before = (run / "rows.jsonl").read_text()
+    recurrence.main(cfg, tmp_path / "run")
+    assert (run / "rows.jsonl").read_text() == before
+
+
+def test_paired_deltas_are_differences_of_summed_nll_over_tokens():
+    from experiments.recurrence import summary
+
+    rows = []
+    for piece, (a, b, c) in enumerate([(10.0, 12.0, 9.0), (20.0, 19.0, 18.0), (5.0, 8.0, 4.0)]):
+        for method, family, nll in (("recurrent W=4", "recurrent", a), ("sliding W=4", "sliding", b),
+                                    ("full", "full", c)):
+            rows.append({"domain": "d", "piece": str(piece), "method": method, "family": family,
+                         "window": 4 if family != "full" else 16, "tokens": 10, "nll": nll, "read_tokens": 16,
+                         "seconds": 1.0, "state_mb": 1.0})
+    table = summary(pd.DataFrame(rows), n_boot=200).set_index(["domain", "method"])
+    r = table.loc[("d", "recurrent W=4")]
+    assert r["delta_sliding"] == pytest.approx((35 - 39) / 30) and r["delta_full"] == pytest.approx((35 - 31) / 30)
+    assert r["delta_sliding_lo"] <= r["delta_sliding"] <= r["delta_sliding_hi"]
+    assert r["ppl"] == pytest.approx(math.exp(35 / 30))
+    assert table.loc[("all", "recurrent W=4"), "pieces"] == 3

@@ -22,8 +22,9 @@ name               what
 
 One module per corpus family, whose docstring says where its data come from (``CORPUS_REQUIREMENTS`` has the
 install commands): ``bible`` (both Bible corpora), ``shakespeare``, ``gensim_data`` (``wikipedia``, ``lee``),
-``chatterbot``; ``documents`` reads a domain's documents (``DOMAINS``) for the long-text experiments; ``prompts`` builds few-shot translation prompts for decoder-only models and ``common`` holds what
-the loaders share. ``python -m experiments.corpora [NAME ...]`` summarises the corpora.
+``chatterbot``; ``documents`` reads a domain's documents (``DOMAINS``) for the long-text experiments; ``prompts``
+builds few-shot translation prompts for decoder-only models and ``common`` holds what the loaders share.
+``python -m experiments.corpora [NAME ...]`` summarises the corpora.
 
 Parallel (Bible) frames have columns ``id`` (``"bible-de-en/43/3/16"``: book/chapter/verse, books numbered
 1-66 in the KJV order), ``book``, ``book_name``, ``chapter``, ``verse``, ``split``, ``source``, ``target`` and a
