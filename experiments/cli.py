@@ -131,7 +131,7 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _models(args: argparse.Namespace) -> None:
-    from models import NAMED_MODELS, ShippedModelSpec, cache_dir, named_model_status
+    from models import NAMED_MODELS, NamedModelSpec, cache_dir, named_model_status
 
     def size(n: int | None) -> str:
         return "-" if n is None else f"{n / 1e6:,.0f} MB"
@@ -140,7 +140,7 @@ def _models(args: argparse.Namespace) -> None:
     rows = [header]
     for name in NAMED_MODELS:
         st = named_model_status(name)
-        shipped = isinstance(st.spec, ShippedModelSpec)
+        shipped = not isinstance(st.spec, NamedModelSpec)
         on_disk = (f"{size(st.converted_bytes)} ({'shipped' if shipped else 'converted'})" if st.converted
                    else f"{size(st.package_bytes)} (package)")
         rows.append((name, "yes" if st.installed else "no", "yes" if st.converted else "no",

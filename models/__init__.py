@@ -11,6 +11,7 @@ from models.registry import (
     ModelNotAvailableError,
     NamedModelSpec,
     NamedModelStatus,
+    RecurrenceSpec,
     ShippedModelSpec,
     cache_dir,
     load_lm,
@@ -49,7 +50,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "NAMED_MODELS", "AttributeHead", "ClassifierData", "ClassifierMetrics", "HiddenStateClassifier", "ModelInfo",
-    "ModelNotAvailableError", "NamedModelSpec", "NamedModelStatus", "ShippedModelSpec", "cache_dir",
+    "ModelNotAvailableError", "NamedModelSpec", "NamedModelStatus", "RecurrenceSpec", "ShippedModelSpec",
+    "cache_dir",
     "classifier_folder", "collect",
     "expected_calibration_error", "load_classifier", "load_lm", "load_model", "named_model_status", "reliability",
     "save_classifier", "train_classifier",

