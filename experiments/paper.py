@@ -390,6 +390,62 @@ def summary_latex(table: pd.DataFrame, df: pd.DataFrame) -> str:
     return styler.to_latex(hrules=True, column_format="l" + "r" * (len(cells.columns) - 1))
 
 
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A column of an experiment's own ``summary.csv`` as the paper prints it: ``value`` (and its CI columns
+    ``lo``/``hi``), times ``scale``, to ``digits``."""
+
+    label: str
+    key: str
+    value: str
+    lo: str | None = None
+    hi: str | None = None
+    digits: int = 2
+    scale: float = 1.0
+
+
+# The experiments that write their own summary.csv (OWN_TABLES): the columns naming a row, and what the paper shows.
+OWN_SUMMARIES: dict[str, tuple[tuple[str, ...], tuple[Metric, ...]]] = {
+    "hso_perplexity": (("model", "domain", "name"), (
+        Metric("perplexity", "ppl", "ppl", "ppl_lo", "ppl_hi"),
+        Metric("Δ log-ppl", "dlogppl", "delta_logppl", "delta_lo", "delta_hi", 3),
+        Metric("s/token", "stoken", "s_per_token", digits=3), Metric("state MB", "statemb", "state_mb", digits=0))),
+    "hso_fewshot": (("model", "dataset", "shots", "method"), (
+        Metric("accuracy %", "accuracy", "accuracy", "accuracy_lo", "accuracy_hi", 1, 100.0),
+        Metric("macro-F1 %", "macrof1", "macro_f1", "macro_f1_lo", "macro_f1_hi", 1, 100.0),
+        Metric("s/pred", "spred", "s_per_pred", digits=3))),
+    "recurrence": (("domain", "method"), (
+        Metric("perplexity", "ppl", "ppl", "ppl_lo", "ppl_hi"),
+        Metric("Δ vs sliding", "dsliding", "delta_sliding", "delta_sliding_lo", "delta_sliding_hi", 3),
+        Metric("Δ vs full", "dfull", "delta_full", "delta_full_lo", "delta_full_hi", 3),
+        Metric("s/token", "stoken", "s_per_token", digits=4), Metric("state MB", "statemb", "state_mb", digits=1))),
+}
+
+
+def own_summary(experiment: str, table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """An OWN_TABLES experiment's ``summary.csv`` as a booktabs tabular ("value [lo, hi]") and its numbers, keyed
+    ``<experiment>.<row key parts>.<metric>``."""
+    keys, metrics = OWN_SUMMARIES[experiment]
+    cells = pd.DataFrame({k: [tex_escape(v) for v in table[k]] for k in keys})
+    found: list[Number] = []
+    row_keys = [".".join(_slug(str(v)) or "x" for v in row) for row in table[list(keys)].itertuples(index=False)]
+    def column(name: str | None, scale: float) -> pd.Series:
+        return table[name] * scale if name is not None and name in table else pd.Series([math.nan] * len(table))
+
+    for m in metrics:
+        value, lo, hi = (column(c, m.scale) for c in (m.value, m.lo, m.hi))
+        cells[m.label] = [tex_number(v, m.digits) if m.lo is None or pd.isna(v) else
+                          f"{tex_number(v, m.digits)} [{tex_number(a, m.digits)}, {tex_number(b, m.digits)}]"
+                          for v, a, b in zip(value, lo, hi, strict=True)]
+        for key, v, a, b in zip(row_keys, value, lo, hi, strict=True):
+            found += _interval(f"{key}.{m.key}", v, a, b, m.digits) if m.lo else [_number(f"{key}.{m.key}", v,
+                                                                                          m.digits)]
+    styler = cells.style.hide(axis="index").format_index(escape="latex", axis="columns")
+    latex = styler.to_latex(hrules=True, column_format="l" * len(keys) + "r" * len(metrics))
+    out = pd.DataFrame(found, columns=["key", "value", "tex"])
+    return latex, out.assign(key=experiment + "." + out["key"])
+
+
 def _placeholder(what: str) -> str:
     return f"\\notyet{{{tex_escape(what)}}}\n"
 
@@ -441,6 +497,21 @@ def generate(results: Path, paper_dir: Path) -> Path:
         notes.append(f"{experiment}: {run_dir} (run {config.get('run_id', 'unknown')})")
         print(f"{experiment}: {run_dir} -> {len(figures) // 2} figures, {table_path.name}, "
               f"{len(frames[-1])} numbers")
+    for experiment in OWN_TABLES:
+        summary = results / experiment / "summary.csv"
+        table_path = out / f"{experiment}_summary.tex"
+        if not summary.is_file():
+            table_path.write_text(_placeholder(f"{PLACEHOLDER}: no finished run in {results / experiment}"))
+            notes.append(f"{experiment}: {PLACEHOLDER} (no summary.csv in {results / experiment})")
+            continue
+        latex, found = own_summary(experiment, pd.read_csv(summary))
+        table_path.write_text(latex)
+        frames.append(found)
+        for figure in sorted((results / experiment / "figures").glob("*.pdf")):
+            (out / experiment).mkdir(exist_ok=True)
+            shutil.copy(figure, out / experiment / figure.name)
+        notes.append(f"{experiment}: {results / experiment}")
+        print(f"{experiment}: {summary} -> {table_path.name}, {len(found)} numbers")
     _write_numbers(out / NUMBERS, frames, notes)
     return out
 

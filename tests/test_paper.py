@@ -259,3 +259,24 @@ def test_tex_number(value: float | None, digits: int, tex: str) -> None:
 def test_tex_escape() -> None:
     assert paper.tex_escape("bible-de-en/test_1 50% & $x^2$ #1 ~{a}\\") == (
         r"bible-de-en/test\_1 50\% \& \$x\textasciicircum{}2\$ \#1 \textasciitilde{}\{a\}\textbackslash{}")
+
+
+def test_own_summaries_become_tables_and_numbers_with_intervals() -> None:
+    table = pd.DataFrame([
+        {"domain": "all", "method": "recurrent W=64", "ppl": 20.123, "ppl_lo": 19.0, "ppl_hi": 21.5,
+         "delta_sliding": -0.0123, "delta_sliding_lo": -0.02, "delta_sliding_hi": -0.004, "delta_full": 0.05,
+         "delta_full_lo": 0.04, "delta_full_hi": 0.06, "s_per_token": 0.0123, "state_mb": 2.9},
+        {"domain": "all", "method": "full", "ppl": 18.0, "ppl_lo": 17.0, "ppl_hi": 19.0, "delta_sliding": np.nan,
+         "delta_sliding_lo": np.nan, "delta_sliding_hi": np.nan, "delta_full": np.nan, "delta_full_lo": np.nan,
+         "delta_full_hi": np.nan, "s_per_token": 0.01, "state_mb": 90.0}])
+    latex, numbers = paper.own_summary("recurrence", table)
+    assert r"\toprule" in latex and "20.12 [19.00, 21.50]" in latex and r"\ensuremath{-}0.012 [" in latex
+    assert "recurrent W=64 &" in latex and "full & -- &" not in latex  # the full row has its own perplexity
+    got = dict(zip(numbers["key"], numbers["tex"], strict=True))
+    assert got["recurrence.all.recurrentw64.ppl"] == "20.12" and got["recurrence.all.recurrentw64.ppl.hi"] == "21.50"
+    assert got["recurrence.all.full.dsliding"] == "--" and got["recurrence.all.full.statemb"] == "90.0"
+    acc = pd.DataFrame([{"model": "m", "dataset": "d", "shots": 4, "method": "icl+cc", "accuracy": 0.5,
+                         "accuracy_lo": 0.4, "accuracy_hi": 0.6, "macro_f1": 0.25, "macro_f1_lo": 0.2,
+                         "macro_f1_hi": 0.3, "s_per_pred": 0.2}])
+    _, numbers = paper.own_summary("hso_fewshot", acc)
+    assert dict(zip(numbers["key"], numbers["tex"], strict=True))["hso_fewshot.m.d.4.iclcc.accuracy"] == "50.0"
