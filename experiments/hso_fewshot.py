@@ -23,7 +23,8 @@ Prompt: ``HEADER`` then the demonstrations ``"<Field>: <text>\\n<Question>: <lab
 leading space) is scored as a continuation: the natural-log probability of its tokens, summed (``label_score =
 "sum"``, the default) or averaged (``"mean"``); rows keep the sum and the token count, so both are at hand.
 
-Methods (one row per (test item, candidate label) with its score):
+Methods (``rows.parquet``: one row per (input, candidate label) with its score; ``rows.jsonl`` keeps one row per
+input, its candidates' scores as lists):
 - ``icl``: the demonstration prompt's cache as the model computes it.
 - ``hso<s>``: ``HSO.adapt_prompt`` on the demonstration prompt (``s`` Adam steps at ``hso_lr`` on the prompt's own
   log-likelihood), once per demonstration set; every test item is scored over that optimised cache.
@@ -391,7 +392,7 @@ def _run_model(run: RunDir, model_name: str, cfg: HSOFewShotConfig, tasks: dict[
                 continue
             demo = demonstrations(prep.task, k, s, cfg.seed)
             common = {"model": model_name, "dataset": name, "shots": k, "demo_set": s, "method": method,
-                      "steps": steps, "lr": cfg.hso_lr if steps else 0.0, "demo_ids": list(demo["id"])}
+                      "steps": steps, "lr": cfg.hso_lr if steps else 0.0, "candidates": prep.task.labels}
             if method == "head":
                 x = np.stack([_feature(features, base, i, prep.header + _ids(tok, prep.task.item(t)))[0]
                               for i, t in zip(demo["id"], demo["text"], strict=True)])
@@ -405,9 +406,9 @@ def _run_model(run: RunDir, model_name: str, cfg: HSOFewShotConfig, tasks: dict[
                     lp = predict(f[None])[0]
                     seconds = f_s + time.perf_counter() - t0
                     run.append(_unit(model_name, name, k, s, method, item), [
-                        {**common, "item": item, "input": "test", "gold": gold, "candidate": lab,
-                         "logprob": float(lp[c]), "n_tokens": 1, "seconds": seconds, "prompt_seconds": fit_s,
-                         "prompt_tokens": 0} for c, lab in enumerate(prep.task.labels)])
+                        {**common, "item": item, "input": "test", "gold": gold, "logprob": [float(v) for v in lp],
+                         "n_tokens": [1] * len(lp), "seconds": seconds, "prompt_seconds": fit_s,
+                         "prompt_tokens": 0}])
                     bar.update()
                 continue
             prompt_text = "".join(prep.task.demonstration(t, lab)
@@ -429,9 +430,9 @@ def _run_model(run: RunDir, model_name: str, cfg: HSOFewShotConfig, tasks: dict[
                 for (item, gold, _), scores in zip(batch, scored, strict=True):
                     run.append(_unit(model_name, name, k, s, method, item), [
                         {**common, "item": item, "input": "test" if gold is not None else "content_free",
-                         "gold": gold, "candidate": lab, "logprob": float(lp.sum()), "n_tokens": len(lp),
-                         "seconds": seconds, "prompt_seconds": prompt_s, "prompt_tokens": len(prompt_ids)}
-                        for lab, lp in zip(prep.task.labels, scores, strict=True)])
+                         "gold": gold, "logprob": [float(lp.sum()) for lp in scores],
+                         "n_tokens": [len(lp) for lp in scores], "seconds": seconds, "prompt_seconds": prompt_s,
+                         "prompt_tokens": len(prompt_ids)}])
                 bar.update(len(batch))
         bar.close()
 
@@ -449,8 +450,14 @@ def main(cfg: HSOFewShotConfig, out_dir: Any, *, limit: int | None = None, argv:
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    keep = [k for k in rows[0] if k not in ("demo_ids", "run_id", "unit_rows")] if rows else []
-    return pd.DataFrame([{k: r.get(k) for k in keep} for r in rows])
+    """One row per (input, candidate label): a run directory keeps one row per input with its candidates'
+    ``logprob`` and ``n_tokens`` as lists in ``candidates`` order."""
+    keep = [k for k in rows[0] if k not in ("run_id", "unit_rows")] if rows else []
+    df = pd.DataFrame([{k: r.get(k) for k in keep} for r in rows])
+    if df.empty:
+        return df
+    df = df.explode(["candidates", "logprob", "n_tokens"], ignore_index=True).rename(columns={"candidates": "candidate"})
+    return df.astype({"logprob": float, "n_tokens": int})
 
 
 GROUP = ["model", "dataset", "shots", "demo_set", "method"]
@@ -541,6 +548,7 @@ def finish(run_dir: Any, cfg: HSOFewShotConfig | None = None) -> Any:
     rows, _ = complete_rows(run_dir / "rows.jsonl")
     df = _frame(rows)
     df.to_parquet(run_dir / "rows.parquet", index=False)
+    demonstration_sets(df, cfg).to_csv(run_dir / "demonstrations.csv", index=False)
     pred = predictions(df, cfg.label_score)
     pred.to_parquet(run_dir / "predictions.parquet", index=False)
     table = summary(pred, n_boot=cfg.n_boot, seed=cfg.seed)
@@ -553,6 +561,16 @@ def finish(run_dir: Any, cfg: HSOFewShotConfig | None = None) -> Any:
     report.write_text(report_text(table, balance, cfg))
     print(report.read_text())
     return run_dir
+
+
+def demonstration_sets(df: pd.DataFrame, cfg: HSOFewShotConfig) -> pd.DataFrame:
+    """The demonstrations of every (data set, k, set) the rows use, in prompt order (``demonstrations`` is
+    deterministic given the seed, so they are rebuilt rather than stored in every row)."""
+    used = df[["dataset", "shots", "demo_set"]].drop_duplicates()
+    tasks = {name: build_task(name, cfg) for name in used["dataset"].unique()}
+    return pd.concat([demonstrations(tasks[d], int(k), int(s), cfg.seed)[["id", "label"]].assign(
+        dataset=d, shots=int(k), demo_set=int(s), position=lambda x: range(len(x)))
+        for d, k, s in used.itertuples(index=False)], ignore_index=True)
 
 
 def report_text(table: pd.DataFrame, balance: pd.DataFrame, cfg: HSOFewShotConfig) -> str:

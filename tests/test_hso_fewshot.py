@@ -189,7 +189,10 @@ def test_the_run_end_to_end_through_the_cli_and_resume(wheel, tiny_model_dir, tm
     # per data set: 2 sets x (2 LM methods x (3 items + 3 content-free) + head x 3 items) units, 2 candidates each
     assert len(rows) == 2 * 2 * (2 * 6 + 3) * 2
     units = _units(run)
-    assert len(set(units)) == 2 * 2 * (2 * 6 + 3)
+    assert len(units) == len(set(units)) == 2 * 2 * (2 * 6 + 3)  # one row per input, its candidates as lists
+    demos = pd.read_csv(run / "demonstrations.csv")
+    assert demos.groupby(["dataset", "demo_set"]).size().to_dict() == {
+        ("election-tweets", 0): 4, ("election-tweets", 1): 4, ("reuters-r8", 0): 2, ("reuters-r8", 1): 2}
     pred = pd.read_parquet(run / "predictions.parquet")
     assert pred.groupby(["dataset", "method", "demo_set"]).size().eq(3).all()
     # a killed run: the last units are gone and the last line is torn; re-running redoes exactly those
