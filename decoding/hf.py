@@ -4,7 +4,8 @@ Rows of a state are paths in a prefix tree whose nodes own the key/value states 
 (``_KVNode``). Selecting, repeating and concatenating rows is free (no cache copies), each token's KV is
 stored once however many hypotheses share it, and exact search can batch frontier nodes of different depths
 into one forward call: their paths are gathered into a left-padded cache with explicit position ids (causal
-LMs) or grouped by length (encoder-decoders, whose decoders derive positions from the cache length). A state
+LMs, and encoder-decoders whose decoder position table can be indexed per row: Marian), or grouped by length
+(other encoder-decoders, whose decoders derive positions from the cache length). A state
 also keeps each row's final-layer hidden state (``hidden``), one (n, d) tensor, for attribute classifiers.
 
 This module is the only place that touches transformers internals; it builds on ``model(...)`` with
@@ -13,6 +14,7 @@ This module is the only place that touches transformers internals; it builds on 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,9 +65,30 @@ class HFState:
         return len(self.nodes)
 
 
+# config -> an empty DynamicCache built from it, copied for each forward: building one from a config walks (and
+# deep-copies) the config, which cost a seventh of an encoder-decoder's exact search. The config is kept with its
+# template, so an id reused by a later config never matches.
+_TEMPLATES: dict[int, tuple[Any, DynamicCache]] = {}
+
+
+def _empty_cache(config: Any) -> DynamicCache:
+    """A fresh, empty DynamicCache with the layer types ``DynamicCache(config=config)`` has."""
+    entry = _TEMPLATES.get(id(config))
+    if entry is None or entry[0] is not config:
+        entry = _TEMPLATES[id(config)] = (config, DynamicCache(config=config))
+    cache = copy.copy(entry[1])
+    cache.layers = [copy.copy(layer) for layer in entry[1].layers]
+    return cache
+
+
+# Decoder position tables (``embed_positions``) indexed by absolute position with no offset, whose output a hook
+# can replace by each row's own positions.
+EXPLICIT_POSITIONS = ("MarianSinusoidalPositionalEmbedding",)
+
+
 def _cache_from(config: Any, layers: Sequence[tuple[Tensor, Tensor]]) -> DynamicCache:
     """A DynamicCache holding the given (B, H, T, D) tensors as they are (no concatenation copy)."""
-    cache = DynamicCache(config=config)
+    cache = _empty_cache(config)
     cache_layers: list[Any] = list(cache.layers)
     if len(cache_layers) != len(layers):
         cache_layers = [DynamicLayer() for _ in layers]
@@ -261,6 +284,17 @@ class HFSeq2SeqLM(_HFBase):
             raise SearchInputError(f"{type(model).__name__} has no decoder_start_token_id in its config")
         self.decoder_start_id = int(start)
         super().__init__(model, tokenizer, eos_id=eos_id, extra_masked_ids=extra_masked_ids)
+        # A decoder whose absolute position table we can index per row batches rows of any lengths in one forward;
+        # others derive every row's position from the (padded) cache length, so rows are grouped by length.
+        embed = getattr(model.get_decoder(), "embed_positions", None)
+        self._row_positions: Tensor | None = None
+        self._explicit_positions = type(embed).__name__ in EXPLICIT_POSITIONS
+        if self._explicit_positions:
+            embed.register_forward_hook(self._positions_of_rows)
+
+    def _positions_of_rows(self, module: Any, _args: Any, output: Tensor) -> Tensor | None:
+        """The position table at each row's own position (B, 1, d) while ``_row_positions`` is set."""
+        return None if self._row_positions is None else module.weight[self._row_positions].to(output.dtype)
 
     def _default_masked_ids(self) -> set[int | None]:
         return super()._default_masked_ids() | {self.decoder_start_id}
@@ -289,7 +323,9 @@ class HFSeq2SeqLM(_HFBase):
 
     def extend(self, state: HFState, tokens: Tensor) -> HFState:
         self._check_positions(max(node.length for node in state.nodes) + 1, "decoder sequence")
-        # Decoders derive positions from the cache length, so rows are batched only with rows of equal length.
+        if self._explicit_positions:
+            nodes, lp, h = self._step(state.source, state.nodes, tokens)
+            return HFState(nodes, lp, state.source, h)
         groups: dict[int, list[int]] = {}
         for row, node in enumerate(state.nodes):
             groups.setdefault(node.length, []).append(row)
@@ -312,14 +348,21 @@ class HFSeq2SeqLM(_HFBase):
               tokens: Tensor) -> tuple[list[_KVNode], Tensor, Tensor]:
         assert source.cross_kv is not None and source.encoder_hidden is not None
         n = len(parents)
-        self_layers, _ = self._gather(parents)
+        self_layers, mask = self._gather(parents)
         cross = _cache_from(self.config, [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1))
                                           for k, v in source.cross_kv])
         cache = EncoderDecoderCache(_cache_from(self.config, self_layers), cross)
         hidden = source.encoder_hidden.expand(n, -1, -1)
-        with torch.inference_mode():
-            out = self.model(encoder_outputs=(hidden,), decoder_input_ids=tokens.view(-1, 1).to(hidden.device),
-                             past_key_values=cache, use_cache=True, output_hidden_states=True)
+        padded = {}
+        if self._explicit_positions:  # left-padded rows of any lengths, each at its own position
+            padded["decoder_attention_mask"] = torch.cat([mask, mask.new_ones(n, 1)], dim=1)
+            self._row_positions = torch.tensor([[p.length] for p in parents], device=hidden.device)
+        try:
+            with torch.inference_mode():
+                out = self.model(encoder_outputs=(hidden,), decoder_input_ids=tokens.view(-1, 1).to(hidden.device),
+                                 past_key_values=cache, use_cache=True, output_hidden_states=True, **padded)
+        finally:
+            self._row_positions = None
         return (self._new_nodes(out.past_key_values.self_attention_cache, parents),
                 self._normalise(out.logits[:, -1]), _last_hidden(out.decoder_hidden_states))
 
