@@ -289,7 +289,7 @@ class HFSeq2SeqLM(_HFBase):
         embed = getattr(model.get_decoder(), "embed_positions", None)
         self._row_positions: Tensor | None = None
         self._explicit_positions = type(embed).__name__ in EXPLICIT_POSITIONS
-        if self._explicit_positions:
+        if embed is not None and self._explicit_positions:
             embed.register_forward_hook(self._positions_of_rows)
 
     def _positions_of_rows(self, module: Any, _args: Any, output: Tensor) -> Tensor | None:
@@ -324,8 +324,8 @@ class HFSeq2SeqLM(_HFBase):
     def extend(self, state: HFState, tokens: Tensor) -> HFState:
         self._check_positions(max(node.length for node in state.nodes) + 1, "decoder sequence")
         if self._explicit_positions:
-            nodes, lp, h = self._step(state.source, state.nodes, tokens)
-            return HFState(nodes, lp, state.source, h)
+            new, lp, h = self._step(state.source, state.nodes, tokens)
+            return HFState(new, lp, state.source, h)
         groups: dict[int, list[int]] = {}
         for row, node in enumerate(state.nodes):
             groups.setdefault(node.length, []).append(row)
