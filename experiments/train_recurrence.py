@@ -20,31 +20,22 @@ from typing import Any
 
 from experiments.config import check
 from experiments.corpora import DOMAINS
+from models.recurrence import TrainSettings
 
 
 @dataclass(frozen=True)
-class TrainRecurrenceConfig:
+class TrainRecurrenceConfig(TrainSettings):
     base: str = "smollm2-135m-instruct"
     domains: list[str] = field(default_factory=lambda: ["bible", "shakespeare", "wikipedia"])
-    window: int = 128  # the model's default window (it is read at any window)
+    window: int = 128  # the model's default window (it is read at any window), and the dev evaluation's
     windows: list[int] = field(default_factory=lambda: [64, 128, 256])
-    k_windows: int = 4
     memory_slots: int = 16
     read_layer: int | None = None
     inject_layers: list[int] | None = None
     dim: int = 256
     heads: int = 4
-    batch: int = 2
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    max_steps: int = 400
-    max_minutes: float = 110.0
-    eval_every: int = 100
     dev_docs: int = 2
     dev_tokens: int = 1024
-    checkpoint_minutes: float = 10.0
-    seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -80,7 +71,7 @@ def main(cfg: TrainRecurrenceConfig, out: Path | None = None, *, limit: int | No
          argv: list[str] | None = None) -> Path:
     """``limit``: only the first N training documents of each domain (and its first dev document)."""
     from models import cache_dir, load_model
-    from models.recurrence import Recurrent, TrainSettings, train
+    from models.recurrence import Recurrent, train
 
     model, tok, info = load_model(cfg.base, device=cfg.device)
     train_docs = [d for domain in cfg.domains for d in tokenised(tok, domain, "train")[:limit]]
@@ -90,14 +81,11 @@ def main(cfg: TrainRecurrenceConfig, out: Path | None = None, *, limit: int | No
     args = list(argv or sys.argv)
     rec = Recurrent(model, tok, window=cfg.window, memory_slots=cfg.memory_slots, read_layer=cfg.read_layer,
                     inject_layers=cfg.inject_layers, dim=cfg.dim, heads=cfg.heads)
-    settings = TrainSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainSettings)
-                                if f.name not in ("windows", "eval_window")},
-                             windows=tuple(cfg.windows), eval_window=cfg.window)
     meta = {"base": cfg.base, "base_source": info.source, "config": dataclasses.asdict(cfg),
             "data_hash": data_hash(train_docs), "n_train_docs": len(train_docs),
             "n_train_tokens": sum(len(ids) for _, ids in train_docs),
             "command": " ".join([Path(args[0]).name, *args[1:]])}
-    record = train(rec, [ids for _, ids in train_docs], dev_docs, out, settings, meta=meta)
+    record = train(rec, [ids for _, ids in train_docs], dev_docs, out, cfg, meta=meta)
     (out / "README.md").write_text(model_card(cfg, record, info.n_parameters))
     print(json.dumps(record["final"], indent=2))
     print(f"recurrence module written to {out}")

@@ -333,9 +333,10 @@ class TrainSettings:
     """How ``train`` runs: ``batch`` streams of training documents, each read ``k_windows`` windows per step (the
     window drawn per step from ``windows``), the memory carried (detached) from step to step along a document and
     reset at a new one; AdamW with linear warm-up and cosine decay over ``max_steps``; stopped at ``max_minutes``
-    of training time; dev NLL every ``eval_every`` steps; a checkpoint every ``checkpoint_minutes``."""
+    of training time; dev NLL (at the model's window) every ``eval_every`` steps; a checkpoint every
+    ``checkpoint_minutes``."""
 
-    windows: tuple[int, ...] = (64, 128, 256)
+    windows: Sequence[int] = (64, 128, 256)
     k_windows: int = 4
     batch: int = 2
     lr: float = 1e-3
@@ -344,7 +345,6 @@ class TrainSettings:
     max_steps: int = 400
     max_minutes: float = 110.0
     eval_every: int = 100
-    eval_window: int = 128
     checkpoint_minutes: float = 10.0
     seed: int = 0
 
@@ -425,7 +425,7 @@ def train(rec: Recurrent, train_docs: Sequence[Sequence[int]], dev_docs: Sequenc
 
     def evaluate() -> dict[str, float]:
         rec.module.eval()
-        nll = dev_nll(rec, dev_docs, settings.eval_window)
+        nll = dev_nll(rec, dev_docs, rec.window)
         rec.module.train()
         return {"dev_nll": nll["memory"], "dev_nll_base": nll["base"]}
 
