@@ -348,8 +348,9 @@ def seq2seq_main(lm: Any, tok: Any, args: argparse.Namespace) -> int:
           f"{args.seed_beam_size}, torch threads {torch.get_num_threads()}")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     decoding.beam_search(lm, sources[0], beam_size=2, max_len=3)  # warm-up, untimed
-    rows: list[tuple[str, ...]] = [("verse", "source tokens", "nodes", "forward calls", "wall s", "limit s", "wall / limit", "nodes/s",
-             "certified")]
+    header = ("verse", "source tokens", "nodes", "forward calls", "wall s", "limit s", "wall / limit", "nodes/s",
+              "certified")
+    rows: list[tuple[str, ...]] = [header]
     totals = [0, 0, 0.0, 0.0, 0]
     for i, source in enumerate(sources):
         r = run_exact(lm, source, max_len=args.max_len, max_seconds=args.max_seconds,

@@ -456,7 +456,8 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame([{k: r.get(k) for k in keep} for r in rows])
     if df.empty:
         return df
-    df = df.explode(["candidates", "logprob", "n_tokens"], ignore_index=True).rename(columns={"candidates": "candidate"})
+    df = df.explode(["candidates", "logprob", "n_tokens"], ignore_index=True)
+    df = df.rename(columns={"candidates": "candidate"})
     return df.astype({"logprob": float, "n_tokens": int})
 
 
