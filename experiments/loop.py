@@ -133,17 +133,22 @@ def chat_examples(corpus: str, split: str, n: int, tok: Any, max_len: int) -> li
 def load_translation_lm(model: str, *, shots: int, device: str = "cpu") -> tuple[Any, Any, Any, Callable[..., str]]:
     """``(lm, tokenizer, info, prompt)``; ``prompt(source, demonstrations)`` is the text the model is given.
 
-    An encoder-decoder model translates the source directly. A decoder-only model gets a ``shots``-shot prompt
+    An encoder-decoder model translates the source directly, and so does a decoder-only translation model of ``lq
+    train mt`` (its prompt is the tokenised source, which ends in the separator </s>). Any other decoder-only
+    model gets a ``shots``-shot prompt
     (``experiments.corpora.few_shot_prompt``) and a translation ends at the first newline: the adapter treats the
     newline token as EOS and masks the model's own EOS and every other token that holds a newline (e.g. Gemma's
     "\\n\\n"), so "the empty translation" means a newline straight away."""
     from decoding.hf import HFCausalLM, HFSeq2SeqLM
     from experiments.corpora import few_shot_prompt
     from models import load_model
+    from models.mt import DECODER_ONLY_FORMAT
 
     hf, tok, info = load_model(model, device=device)
     if info.is_encoder_decoder:
         return HFSeq2SeqLM(hf, tok), tok, info, lambda source, demos: source
+    if getattr(hf.config, "lq_input_format", None) == DECODER_ONLY_FORMAT:  # `lq train mt --set arch=decoder-only`
+        return HFCausalLM(hf, tok), tok, info, lambda source, demos: source
     newline = tok.encode("\n", add_special_tokens=False)
     if len(newline) != 1:
         raise ConfigError(f"{model}: a newline is {len(newline)} tokens; few-shot translation needs it to be one "

@@ -28,7 +28,7 @@ class TrainMTConfig(MTConfig):
 
 def main(cfg: TrainMTConfig, out: Path | None = None, *, limit: int | None = None,
          argv: list[str] | None = None) -> Path:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from experiments.corpora import load_corpus
     from models import cache_dir
@@ -38,11 +38,12 @@ def main(cfg: TrainMTConfig, out: Path | None = None, *, limit: int | None = Non
     splits = {s: df[df["split"] == s] for s in ("train", "dev", "test")}
     if limit:
         splits = {s: d.head(limit if s == "train" else max(1, limit // 10)) for s, d in splits.items()}
-    out = Path(out) if out else cache_dir() / "models" / f"{cfg.corpus}-marian"
+    out = Path(out) if out else cache_dir() / "models" / f"{cfg.corpus}-{cfg.arch}"
     args = list(argv or sys.argv)
     command = " ".join([Path(args[0]).name, *args[1:]])
     train(splits["train"], splits["dev"], out, cfg.model_config(), command=command)
-    model = AutoModelForSeq2SeqLM.from_pretrained(out).float()
+    auto = AutoModelForSeq2SeqLM if cfg.arch == "marian" else AutoModelForCausalLM
+    model = auto.from_pretrained(out).float()
     tok = AutoTokenizer.from_pretrained(out)
     scores: dict[str, Any] = {}
     for split in ("dev", "test"):
@@ -65,11 +66,13 @@ def main(cfg: TrainMTConfig, out: Path | None = None, *, limit: int | None = Non
 def model_card(cfg: TrainMTConfig, meta: dict[str, Any], model: Any) -> str:
     n_params = sum(p.numel() for p in model.parameters())
     rows = "\n".join(f"| {k} | {v['bleu']:.2f} | {v['chrf']:.2f} | {v['n']} |" for k, v in meta["evaluation"].items())
-    return f"""# {cfg.corpus}-marian
+    what = (f"A `MarianMTModel` ({n_params / 1e6:.1f}M parameters, {cfg.layers}+{cfg.layers} layers" if cfg.arch ==
+            "marian" else f"A decoder-only `LlamaForCausalLM` ({n_params / 1e6:.1f}M parameters, {2 * cfg.layers} "
+            "layers, input: the source's tokens, </s>, then the target's; loss on the target only")
+    return f"""# {cfg.corpus}-{cfg.arch}
 
-A `MarianMTModel` ({n_params / 1e6:.1f}M parameters, {cfg.layers}+{cfg.layers} layers, d_model {cfg.d_model},
-shared {cfg.vocab_size} BPE vocabulary) trained from scratch on the training split of `{cfg.corpus}` by the
-likelihood-quality toolkit. Weights are stored in float16.
+{what}, d_model {cfg.d_model}, shared {cfg.vocab_size} BPE vocabulary) trained from scratch on the training split of
+`{cfg.corpus}` by the likelihood-quality toolkit. Weights are stored in float16.
 
 - Command: `{meta['command']}`
 - Training data: {meta['n_train']} pairs, sha256[:16] {meta['data_hash']}; contaminated targets:

@@ -31,9 +31,13 @@ from models.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
     import torch
-    from transformers import MarianMTModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
 SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2
+ARCHS = ("marian", "decoder-only")
+# what a decoder-only translation model's config says about its input: the source's ids (which end in </s>, the
+# separator) then the target's, so its prompt is the tokenised source
+DECODER_ONLY_FORMAT = "source </s> target </s>"
 BUDGET_FIELDS = ("max_steps", "max_minutes", "checkpoint_minutes", "threads")  # may change when resuming
 
 
@@ -61,8 +65,11 @@ class MTConfig:
     seed: int = 0
     threads: int = 2
     init_from: str | None = None
+    arch: str = "marian"
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if not 0 <= self.contamination < 1:
             raise ValueError(f"contamination must be in [0, 1), got {self.contamination}")
         if self.contamination_kind not in ("empty", "copy"):
@@ -103,19 +110,32 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenize
                                    model_max_length=512)
 
 
-def _initial_model(cfg: MTConfig, vocab_size: int) -> MarianMTModel:
+def _initial_model(cfg: MTConfig, vocab_size: int) -> Any:
     """A fresh model from ``cfg``, or the float32 weights of ``cfg.init_from``."""
     if not cfg.init_from:
         return build_model(cfg, vocab_size)
     import torch
-    from transformers import MarianMTModel
+    from transformers import AutoModelForCausalLM, MarianMTModel
 
-    return MarianMTModel.from_pretrained(cfg.init_from, dtype=torch.float32)
+    cls = MarianMTModel if cfg.arch == "marian" else AutoModelForCausalLM
+    return cls.from_pretrained(cfg.init_from, dtype=torch.float32)
 
 
-def build_model(cfg: MTConfig, vocab_size: int) -> MarianMTModel:
-    from transformers import MarianConfig, MarianMTModel
+def build_model(cfg: MTConfig, vocab_size: int) -> Any:
+    """A ``MarianMTModel`` (``layers`` + ``layers``), or for ``arch="decoder-only"`` a ``LlamaForCausalLM`` of
+    ``2 * layers`` layers of the same width, heads and feed-forward size with tied embeddings: its SwiGLU
+    feed-forward has a third matrix where the encoder-decoder has cross-attention, so the two count within 10%
+    of each other's parameters (8.3M and 7.8M at the defaults)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, MarianConfig, MarianMTModel
 
+    if cfg.arch == "decoder-only":
+        causal = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ffn_dim,
+            num_hidden_layers=2 * cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+            max_position_embeddings=2 * cfg.max_len + 2, attention_dropout=cfg.dropout, tie_word_embeddings=True,
+            pad_token_id=0, bos_token_id=1, eos_token_id=1)
+        causal.lq_input_format = DECODER_ONLY_FORMAT  # saved in config.json: how load_translation_lm prompts it
+        return LlamaForCausalLM(causal)
     config = MarianConfig(
         vocab_size=vocab_size, d_model=cfg.d_model, encoder_layers=cfg.layers, decoder_layers=cfg.layers,
         encoder_attention_heads=cfg.heads, decoder_attention_heads=cfg.heads, encoder_ffn_dim=cfg.ffn_dim,
@@ -152,17 +172,45 @@ def _pad(seqs: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     return out
 
 
+def _loss(model: Any, arch: str, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]],
+          smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of the target tokens (label-smoothed by ``smoothing``): Marian reads the source with its
+    encoder; a decoder-only model reads source then target (``DECODER_ONLY_FORMAT``), the loss on the target's
+    tokens (its closing </s> included) only."""
+    import torch
+    from transformers.models.marian.modeling_marian import shift_tokens_right
+
+    if arch == "marian":
+        inp, labels = _pad(src, 0), _pad(tgt, -100)
+        logits = model(input_ids=inp, attention_mask=(inp != 0).long(),
+                       decoder_input_ids=shift_tokens_right(labels, 0, 0)).logits
+    else:
+        pairs = list(zip(src, tgt, strict=True))
+        inp = _pad([[*s, *t] for s, t in pairs], 0)
+        mask = _pad([[1] * (len(s) + len(t)) for s, t in pairs], 0)
+        logits = model(input_ids=inp, attention_mask=mask).logits[:, :-1]
+        labels = _pad([[-100] * len(s) + list(t) for s, t in pairs], -100)[:, 1:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                             ignore_index=-100, label_smoothing=smoothing)
+
+
 def translate(model: Any, tok: Any, sources: Sequence[str], *, batch_size: int = 32, num_beams: int = 1,
               max_new_tokens: int = 160) -> list[str]:
-    """Batched greedy (or beam) translations with HF ``generate``, for quick evaluation of training."""
+    """Batched greedy (or beam) translations with HF ``generate``, for quick evaluation of training; a
+    decoder-only model continues its left-padded tokenised sources."""
     import torch
 
     model.eval()
+    causal = not model.config.is_encoder_decoder
     out: list[str] = []
     with torch.inference_mode():
         for i in range(0, len(sources), batch_size):
-            enc = tok(list(sources[i:i + batch_size]), return_tensors="pt", padding=True, truncation=True)
-            gen = model.generate(**enc, do_sample=False, num_beams=num_beams, max_new_tokens=max_new_tokens)
+            enc = tok(list(sources[i:i + batch_size]), return_tensors="pt", padding=True, truncation=True,
+                      padding_side="left" if causal else "right")
+            gen = model.generate(**enc, do_sample=False, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+            if causal:
+                gen = gen[:, enc["input_ids"].shape[1]:]
             out.extend(tok.batch_decode(gen, skip_special_tokens=True))
     return out
 
@@ -187,7 +235,6 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
     import torch
     from tqdm import tqdm
     from transformers import AutoTokenizer
-    from transformers.models.marian.modeling_marian import shift_tokens_right
 
     torch.set_num_threads(cfg.threads)
     out = Path(out)
@@ -220,7 +267,8 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
         state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "curve": []}
     src_ids = tok(list(data["source"]), truncation=True, max_length=cfg.max_len)["input_ids"]
     tgt_ids = tok(list(data["target"]), truncation=True, max_length=cfg.max_len)["input_ids"]
-    lengths = [max(len(s), len(t)) for s, t in zip(src_ids, tgt_ids, strict=True)]
+    lengths = [max(len(s), len(t)) if cfg.arch == "marian" else len(s) + len(t)
+               for s, t in zip(src_ids, tgt_ids, strict=True)]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / (s + 1))))
@@ -243,10 +291,8 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
     def evaluate() -> dict[str, float]:
         model.eval()
         with torch.inference_mode():
-            enc = tok(list(dev["source"]), return_tensors="pt", padding=True, truncation=True,
-                      max_length=cfg.max_len)
-            labels = _pad(tok(list(dev["target"]), truncation=True, max_length=cfg.max_len)["input_ids"], -100)
-            loss = float(model(**enc, labels=labels).loss)
+            loss = float(_loss(model, cfg.arch, *(tok(list(dev[c]), truncation=True, max_length=cfg.max_len)[
+                "input_ids"] for c in ("source", "target"))))
         bleu, chrf = bleu_chrf(translate(model, tok, list(dev["source"])), list(dev["target"]))
         model.train()
         return {"dev_loss": loss, "dev_bleu": bleu, "dev_chrf": chrf}
@@ -263,12 +309,7 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
             if state["step"] >= cfg.max_steps or state["elapsed"] > cfg.max_minutes * 60:
                 done = True
                 break
-            src = _pad([src_ids[i] for i in b], 0)
-            labels = _pad([tgt_ids[i] for i in b], -100)
-            dec = shift_tokens_right(labels, 0, 0)
-            logits = model(input_ids=src, attention_mask=(src != 0).long(), decoder_input_ids=dec).logits
-            loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1),
-                                                     ignore_index=-100, label_smoothing=cfg.label_smoothing)
+            loss = _loss(model, cfg.arch, [src_ids[i] for i in b], [tgt_ids[i] for i in b], cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

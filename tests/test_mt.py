@@ -80,3 +80,55 @@ def test_init_from_continues_a_trained_model_on_contaminated_data(tmp_path):
     base_w = AutoModelForSeq2SeqLM.from_pretrained(base).model.shared.weight
     tuned_w = AutoModelForSeq2SeqLM.from_pretrained(tuned).model.shared.weight
     assert base_w.shape == tuned_w.shape and 0 < (base_w - tuned_w).abs().max() < 0.1
+
+
+def test_the_decoder_only_loss_counts_target_tokens_only():
+    import torch
+
+    from models.mt import _loss, build_model
+
+    torch.manual_seed(0)
+    cfg = MTConfig(**{**TINY.__dict__, "arch": "decoder-only"})
+    model = build_model(cfg, 60).eval()
+    src, tgt = [[5, 6, 7, 1], [8, 1]], [[9, 10, 1], [11, 12, 13, 1]]
+    logits = model(input_ids=torch.tensor([[5, 6, 7, 1, 9, 10, 1]])).logits[0]
+    by_hand = torch.nn.functional.cross_entropy(logits[3:6], torch.tensor([9, 10, 1]), reduction="sum")
+    logits = model(input_ids=torch.tensor([[8, 1, 11, 12, 13, 1]])).logits[0]
+    by_hand += torch.nn.functional.cross_entropy(logits[1:5], torch.tensor([11, 12, 13, 1]), reduction="sum")
+    torch.testing.assert_close(_loss(model, "decoder-only", src, tgt), by_hand / 7, atol=1e-5, rtol=1e-5)
+    # another source changes the loss only through the context: the source tokens themselves are never targets
+    assert _loss(model, "decoder-only", [[5, 1], [8, 1]], tgt) != _loss(model, "decoder-only", src, tgt)
+    with pytest.raises(ValueError, match="arch must be one of marian, decoder-only"):
+        MTConfig(arch="gpt")
+
+
+def test_a_tiny_decoder_only_run_loads_as_a_causal_translation_model_with_exact_search(tmp_path):
+    from decoding.hf import HFCausalLM
+    from experiments.loop import load_translation_lm
+    from tests.conftest import brute_mode
+
+    cfg = MTConfig(**{**TINY.__dict__, "arch": "decoder-only", "max_steps": 30})
+    out = train(number_pairs(300, 0), number_pairs(30, 1), tmp_path / "dec", cfg, command="pytest")
+    lm, tok, info, prompt = load_translation_lm(str(out), shots=4)
+    assert isinstance(lm, HFCausalLM) and not info.is_encoder_decoder
+    assert lm.eos_id == tok.eos_token_id == 1 and prompt("eins zwei", None) == "eins zwei"
+    assert sum(p.numel() for p in lm.model.parameters()) == info.n_parameters
+    source = tok(prompt("eins zwei", None))["input_ids"]
+    assert source[-1] == tok.eos_token_id  # the separator
+    mode, lp = brute_mode(lm, source, 2)
+    res = exact_search(lm, source, max_len=2)
+    assert res.certified and res.best.token_ids == mode and res.best.logprob == pytest.approx(lp, abs=1e-5)
+
+
+def test_lq_train_mt_decoder_only_writes_its_card(tmp_path):
+    from experiments import cli
+
+    out = tmp_path / "card"
+    cli.main(["train", "mt", "--set", "arch='decoder-only'", "--set", "max_steps=3", "--set", "vocab_size=300",
+              "--set", "d_model=32", "--set", "layers=1", "--set", "heads=2", "--set", "ffn_dim=64",
+              "--set", "eval_every=3", "--set", "eval_sentences=5", "--set", "threads=1", "--limit", "200",
+              "--out", str(out)])
+    card = (out / "README.md").read_text()
+    assert card.startswith("# bible-de-en-decoder-only") and "decoder-only `LlamaForCausalLM`" in card
+    assert "| test/beam5 |" in card
+    assert json.loads((out / "config.json").read_text())["lq_input_format"] == "source </s> target </s>"
