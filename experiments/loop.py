@@ -130,11 +130,13 @@ def chat_examples(corpus: str, split: str, n: int, tok: Any, max_len: int) -> li
                     max_len=max_len) for r in rows.itertuples()]
 
 
-def load_translation_lm(model: str, *, shots: int, device: str = "cpu") -> tuple[Any, Any, Any, Callable[..., str]]:
+def load_translation_lm(model: str, *, shots: int, device: str = "cpu",
+                        corpus: str | None = None) -> tuple[Any, Any, Any, Callable[..., str]]:
     """``(lm, tokenizer, info, prompt)``; ``prompt(source, demonstrations)`` is the text the model is given.
 
     An encoder-decoder model translates the source directly, and so does a decoder-only translation model of ``lq
-    train mt`` (its prompt is the tokenised source, which ends in the separator </s>). Any other decoder-only
+    train mt`` (its prompt is the tokenised source, which ends in the separator </s>); a multi-task model of ``lq
+    train mt --set tasks=[...]`` gets the source after the task prefix of ``corpus``. Any other decoder-only
     model gets a ``shots``-shot prompt
     (``experiments.corpora.few_shot_prompt``) and a translation ends at the first newline: the adapter treats the
     newline token as EOS and masks the model's own EOS and every other token that holds a newline (e.g. Gemma's
@@ -145,10 +147,14 @@ def load_translation_lm(model: str, *, shots: int, device: str = "cpu") -> tuple
     from models.mt import DECODER_ONLY_FORMAT
 
     hf, tok, info = load_model(model, device=device)
+    prefixes = getattr(hf.config, "lq_task_prefixes", None) or {}
+    if prefixes and corpus not in prefixes:
+        raise ConfigError(f"{model} is a multi-task model of {', '.join(prefixes)}; it has no task for {corpus}")
+    prefix = prefixes.get(corpus, "")
     if info.is_encoder_decoder:
-        return HFSeq2SeqLM(hf, tok), tok, info, lambda source, demos: source
+        return HFSeq2SeqLM(hf, tok), tok, info, lambda source, demos: prefix + source
     if getattr(hf.config, "lq_input_format", None) == DECODER_ONLY_FORMAT:  # `lq train mt --set arch=decoder-only`
-        return HFCausalLM(hf, tok), tok, info, lambda source, demos: source
+        return HFCausalLM(hf, tok), tok, info, lambda source, demos: prefix + source
     newline = tok.encode("\n", add_special_tokens=False)
     if len(newline) != 1:
         raise ConfigError(f"{model}: a newline is {len(newline)} tokens; few-shot translation needs it to be one "

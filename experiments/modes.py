@@ -130,7 +130,7 @@ def methods(cfg: ModesConfig, lm: Any) -> list[Method]:
 
 def work(cfg: ModesConfig, limit: int | None) -> Work:
     """The model, its sources and methods: built where the searches run (this process, or each Ray worker)."""
-    lm, tok, info, prompt = load_translation_lm(cfg.model, shots=cfg.shots, device=cfg.device)
+    lm, tok, info, prompt = load_translation_lm(cfg.model, shots=cfg.shots, device=cfg.device, corpus=cfg.corpus)
     name = info.name
     if cfg.hso_steps:
         from models.hso import HSOLM

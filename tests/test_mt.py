@@ -132,3 +132,33 @@ def test_lq_train_mt_decoder_only_writes_its_card(tmp_path):
     assert card.startswith("# bible-de-en-decoder-only") and "decoder-only `LlamaForCausalLM`" in card
     assert "| test/beam5 |" in card
     assert json.loads((out / "config.json").read_text())["lq_input_format"] == "source </s> target </s>"
+
+
+def test_multi_task_minibatches_mix_tasks_and_are_scored_per_task(tmp_path):
+    from experiments import cli
+    from experiments.corpora import load_corpus
+    from experiments.loop import load_translation_lm
+    from models.mt import _batches
+
+    both = pd.concat([load_corpus("bible-de-en", split="train").head(400).assign(task="de-en"),
+                      load_corpus("bible-kjv-bbe", split="train").head(400).assign(task="kjv-bbe")],
+                     ignore_index=True)
+    lengths = [len(s.split()) + len(t.split()) for s, t in zip(both["source"], both["target"], strict=True)]
+    batches = _batches(lengths, 600, random.Random(0))
+    mixed = [len(set(both["task"].iloc[b])) > 1 for b in batches if len(b) >= 8]
+    assert mixed and sum(mixed) / len(mixed) > 0.9
+    out = tmp_path / "multi"
+    cli.main(["train", "mt", "--set", "tasks=['bible-de-en', 'bible-kjv-bbe']", "--set", "max_steps=3",
+              "--set", "vocab_size=300", "--set", "d_model=32", "--set", "layers=1", "--set", "heads=2",
+              "--set", "ffn_dim=64", "--set", "eval_every=3", "--set", "eval_sentences=5", "--set", "threads=1",
+              "--limit", "100", "--out", str(out)])
+    scores = json.loads((out / "training.json").read_text())["evaluation"]
+    assert {"dev/bible-de-en/greedy", "test/bible-kjv-bbe/beam5"} <= set(scores)
+    assert scores["test/bible-kjv-bbe/beam5"]["n"] == 10
+    assert "`bible-kjv-bbe` ('simplify: ')" in (out / "README.md").read_text()
+    _, _, _, prompt = load_translation_lm(str(out), shots=0, corpus="bible-kjv-bbe")
+    assert prompt("In the beginning", None) == "simplify: In the beginning"
+    with pytest.raises(ConfigError, match="multi-task model of bible-de-en, bible-kjv-bbe; it has no task for lee"):
+        load_translation_lm(str(out), shots=0, corpus="lee")
+    with pytest.raises(SystemExit, match="tasks must be two or more of"):
+        cli.main(["train", "mt", "--set", "tasks=['bible-de-en']"])
