@@ -102,7 +102,8 @@ def model_card(cfg: TrainMTConfig, meta: dict[str, Any], model: Any) -> str:
 - Command: `{meta['command']}`
 - Training data: {meta['n_train']} pairs, sha256[:16] {meta['data_hash']}; contaminated targets:
   {meta['n_contaminated']} ({cfg.contamination_kind}, rate {cfg.contamination})
-- Training: {meta['steps']} steps, {meta['epochs']:.2f} epochs, {meta['training_seconds'] / 60:.1f} minutes on CPU
+- Training: {meta['steps']} steps, {meta['epochs']:.2f} epochs, {meta.get('target_tokens') or 0:,} target tokens,
+  {meta['training_seconds'] / 60:.1f} minutes on CPU
 - Config: `{json.dumps(asdict(cfg))}`
 
 ## Evaluation (sacrebleu {_sacrebleu_version()}, default BLEU and chrF signatures)

@@ -38,7 +38,8 @@ ARCHS = ("marian", "decoder-only")
 # what a decoder-only translation model's config says about its input: the source's ids (which end in </s>, the
 # separator) then the target's, so its prompt is the tokenised source
 DECODER_ONLY_FORMAT = "source </s> target </s>"
-BUDGET_FIELDS = ("max_steps", "max_minutes", "checkpoint_minutes", "threads")  # may change when resuming
+BUDGET_FIELDS = ("max_steps", "max_minutes", "max_target_tokens", "checkpoint_minutes", "threads")  # may change
+# when resuming
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class MTConfig:
     threads: int = 2
     init_from: str | None = None
     arch: str = "marian"
+    max_target_tokens: int = 0  # > 0: stop once the training targets seen reach this (compare architectures by it)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -306,10 +308,12 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
     while state["epoch"] < cfg.max_epochs and not done:
         batches = _batches(lengths, cfg.max_tokens, random.Random(cfg.seed * 1000 + state["epoch"]))
         for b in batches[state["batch_in_epoch"]:]:
-            if state["step"] >= cfg.max_steps or state["elapsed"] > cfg.max_minutes * 60:
+            if state["step"] >= cfg.max_steps or state["elapsed"] > cfg.max_minutes * 60 or (
+                    cfg.max_target_tokens and state.get("target_tokens", 0) >= cfg.max_target_tokens):
                 done = True
                 break
             loss = _loss(model, cfg.arch, [src_ids[i] for i in b], [tgt_ids[i] for i in b], cfg.label_smoothing)
+            state["target_tokens"] = state.get("target_tokens", 0) + sum(len(tgt_ids[i]) for i in b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -337,6 +341,7 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
     save_checkpoint()
     meta["training_seconds"] = round(state["elapsed"], 1)
     meta["steps"] = state["step"]
+    meta["target_tokens"] = state.get("target_tokens")
     meta["epochs"] = state["epoch"] + state["batch_in_epoch"] / len(_batches(lengths, cfg.max_tokens, random.Random()))
     meta["final_eval"] = evaluate()
     _save_final(model, tok, out, meta, state["curve"])

@@ -130,7 +130,9 @@ def test_lq_train_mt_decoder_only_writes_its_card(tmp_path):
               "--out", str(out)])
     card = (out / "README.md").read_text()
     assert card.startswith("# bible-de-en-decoder-only") and "decoder-only `LlamaForCausalLM`" in card
-    assert "| test/beam5 |" in card
+    assert "| test/beam5 |" in card and "target tokens" in card
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["steps"] == 3 and meta["target_tokens"] > 0
     assert json.loads((out / "config.json").read_text())["lq_input_format"] == "source </s> target </s>"
 
 
@@ -162,3 +164,10 @@ def test_multi_task_minibatches_mix_tasks_and_are_scored_per_task(tmp_path):
         load_translation_lm(str(out), shots=0, corpus="lee")
     with pytest.raises(SystemExit, match="tasks must be two or more of"):
         cli.main(["train", "mt", "--set", "tasks=['bible-de-en']"])
+
+
+def test_a_target_token_budget_stops_training(tmp_path):
+    cfg = MTConfig(**{**TINY.__dict__, "max_target_tokens": 300})
+    out = train(number_pairs(300, 0), number_pairs(30, 1), tmp_path / "budget", cfg, command="pytest")
+    meta = json.loads((out / "training.json").read_text())
+    assert 300 <= meta["target_tokens"] < 300 + 400 and meta["steps"] < TINY.max_steps
