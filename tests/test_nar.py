@@ -63,11 +63,11 @@ def test_a_few_training_steps_lower_the_loss():
     for step in range(30):
         loss, parts = sundae_loss(m, src, src_keep, tgt, tgt_keep, unroll=2,
                                   generator=torch.Generator().manual_seed(step))
-        first = first if first is not None else float(loss)
+        first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.7 * first and set(parts) == {"length", "unroll1", "unroll2"}
+    assert loss.item() < 0.7 * first and set(parts) == {"length", "unroll1", "unroll2"}
     with pytest.raises(ConfigError, match="unroll"):
         sundae_loss(m, src, src_keep, tgt, tgt_keep, unroll=0)
 
