@@ -113,6 +113,12 @@ def _train(args: argparse.Namespace) -> None:
         conditional.train_classifiers(load_config(conditional.ConditionalConfig, "conditional", config, overrides),
                                       limit=args.limit)
         return
+    if args.what == "nar":
+        from experiments import train_nar
+
+        cfg_n = load_config(train_nar.TrainNARConfig, "train_nar", config, overrides)
+        train_nar.main(cfg_n, Path(args.out) if args.out else None, limit=args.limit, argv=sys.argv)
+        return
     if args.what == "recurrence":
         from experiments import train_recurrence
 
@@ -189,10 +195,12 @@ def main(argv: list[str] | None = None) -> None:
                            "sample the model on training sources, label the samples by the attribute, train q(A | x, "
                            "y<=t) and report its held-out calibration; cached in $LQ_CACHE/classifiers. recurrence: "
                            "the recurrence module of a frozen decoder on long documents (config "
-                           "experiments/configs/train_recurrence.toml), resumable like mt.")
-    train.add_argument("what", choices=["mt", "classifier", "recurrence"],
+                           "experiments/configs/train_recurrence.toml), resumable like mt. nar: RUM-SUNDAE from "
+                           "all-MiniLM-L6-v2 on KJV -> BBE (experiments/configs/train_nar.toml; --set init=random or "
+                           "unroll=1 for the ablations), resumable.")
+    train.add_argument("what", choices=["mt", "classifier", "recurrence", "nar"],
                        help="mt: a MarianMTModel on a parallel corpus; classifier: attribute classifiers; "
-                       "recurrence: a recurrence module")
+                       "recurrence: a recurrence module; nar: RUM-SUNDAE on KJV -> BBE")
     train.add_argument("--config", help="a TOML config file instead of the default")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     train.add_argument("--limit", type=_positive, help="mt: only the first N training pairs (N/10 dev and test); "

@@ -26,8 +26,14 @@ returns the initial tokens.
 from __future__ import annotations
 
 import copy
+import json
+import math
+import random
+import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,7 +44,7 @@ from transformers.models.bert.modeling_bert import BertAttention
 
 from models.errors import ConfigError
 
-__all__ = ["Decoded", "RumSundae", "corrupt", "decode", "sundae_loss"]
+__all__ = ["Decoded", "NARConfig", "RumSundae", "corrupt", "decode", "load", "save", "sundae_loss", "train"]
 
 
 def _key_mask(keep: Tensor, dtype: torch.dtype) -> Tensor:
@@ -186,3 +192,193 @@ def decode(model: RumSundae, src: list[int], *, steps: int = 8, lengths: int = 3
                 best = Decoded(tokens[0].tolist(), length, ran, mean, 0.0)
     assert best is not None
     return Decoded(best.tokens, best.length, best.steps, best.mean_logprob, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- training, saving, loading
+
+WEIGHTS, SETTINGS = "nar.safetensors", "nar.json"
+BUDGET_KEYS = ("max_steps", "max_minutes", "checkpoint_minutes", "eval_every", "threads")  # may change on resume
+
+
+@dataclass(frozen=True)
+class NARConfig:
+    """How ``train`` runs. ``init``: "mlm" (the body's pretrained weights) or "random" (the same architecture
+    freshly initialised: the thesis's ablation); ``unroll``: SUNDAE steps (1 is plain denoising)."""
+
+    init: str = "mlm"
+    unroll: int = 2
+    max_target: int = 64
+    max_tokens: int = 2048  # source + target tokens per batch
+    lr: float = 1e-4
+    warmup_steps: int = 500
+    max_steps: int = 4000
+    max_minutes: float = 110.0
+    eval_every: int = 500
+    eval_sentences: int = 100
+    decode_steps: int = 8
+    decode_lengths: int = 3
+    checkpoint_minutes: float = 10.0
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.init not in ("mlm", "random"):
+            raise ConfigError(f"init must be 'mlm' or 'random', got {self.init!r}")
+        if min(self.unroll, self.max_target, self.max_tokens, self.max_steps, self.eval_every,
+               self.eval_sentences, self.decode_lengths) < 1 or self.decode_steps < 0:
+            raise ConfigError("unroll, max_target, max_tokens, max_steps, eval_every, eval_sentences and "
+                              "decode_lengths must be >= 1, decode_steps >= 0")
+
+
+def initial_body(mlm: str | Path, init: str) -> BertModel:
+    """The MLM's body (``init="mlm"``) or the same architecture randomly initialised (``"random"``)."""
+    from transformers import BertConfig
+
+    if init == "mlm":
+        return BertModel.from_pretrained(mlm, add_pooling_layer=False)
+    return BertModel(BertConfig.from_pretrained(mlm), add_pooling_layer=False)
+
+
+def translate(model: RumSundae, tok: Any, sources: Sequence[str], cfg: NARConfig) -> list[str]:
+    return [tok.decode(decode(model, list(tok(s, truncation=True, max_length=512)["input_ids"]),
+                              steps=cfg.decode_steps, lengths=cfg.decode_lengths, seed=cfg.seed + i).tokens,
+                       skip_special_tokens=True) for i, s in enumerate(sources)]
+
+
+def bleu_chrf(hyps: Sequence[str], refs: Sequence[str]) -> tuple[float, float]:
+    """Case-insensitive corpus BLEU and chrF (the MLM's vocabulary is lowercase)."""
+    import sacrebleu
+
+    return (sacrebleu.corpus_bleu(list(hyps), [list(refs)], lowercase=True).score,
+            sacrebleu.corpus_chrf([h.lower() for h in hyps], [[r.lower() for r in refs]]).score)
+
+
+def train(train_pairs: Any, dev_pairs: Any, out: Path, mlm: str | Path, cfg: NARConfig, *,
+          meta: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume) a ``RumSundae`` over ``mlm``'s body on (source, target) frames into ``out``: a checkpoint
+    while training, then the float16 weights (``save``), the tokenizer, ``learning_curve.csv``; returns the
+    training record (``meta`` with steps, time, the last dev scores)."""
+    import pandas as pd
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from models.mt import _batches, _pad
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    ckpt = out / "checkpoint"
+    tok = AutoTokenizer.from_pretrained(mlm)
+    torch.manual_seed(cfg.seed)
+    model = RumSundae(initial_body(mlm, cfg.init), max_target=cfg.max_target, special_ids=tuple(tok.all_special_ids))
+    src_ids = tok(list(train_pairs["source"]), truncation=True, max_length=cfg.max_target)["input_ids"]
+    tgt_ids = [ids[: cfg.max_target] for ids in tok(list(train_pairs["target"]), add_special_tokens=False)[
+        "input_ids"]]
+    keep = [i for i, t in enumerate(tgt_ids) if t]
+    lengths = [len(src_ids[i]) + len(tgt_ids[i]) for i in keep]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / (s + 1))))
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "curve": []}
+    fixed = {k: v for k, v in asdict(cfg).items() if k not in BUDGET_KEYS}
+    if (ckpt / "state.pt").exists():
+        saved = torch.load(ckpt / "state.pt", weights_only=False)
+        if saved["fixed"] != fixed or saved["meta"].get("data_hash") != meta.get("data_hash"):
+            raise ConfigError(f"{out} holds a checkpoint of a different config or data; use another output folder")
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+    dev = dev_pairs.sample(n=min(cfg.eval_sentences, len(dev_pairs)), random_state=cfg.seed)
+
+    def save_checkpoint() -> None:
+        tmp = ckpt.with_name("checkpoint.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "state": state, "fixed": fixed, "meta": meta},
+                   tmp / "state.pt")
+        shutil.rmtree(ckpt, ignore_errors=True)
+        tmp.rename(ckpt)
+
+    def evaluate() -> dict[str, float]:
+        bleu, chrf = bleu_chrf(translate(model, tok, list(dev["source"]), cfg), list(dev["target"]))
+        model.train()
+        return {"dev_bleu": bleu, "dev_chrf": chrf}
+
+    generator = torch.Generator().manual_seed(cfg.seed + state["step"])
+    started, last_ckpt = time.monotonic() - state["elapsed"], time.monotonic()
+    model.train()
+    bar = tqdm(total=cfg.max_steps, initial=state["step"], unit="step", desc=f"training nar ({cfg.init})")
+    running: float | None = state.get("running")
+    while state["step"] < cfg.max_steps and state["elapsed"] < cfg.max_minutes * 60:
+        batches = _batches(lengths, cfg.max_tokens, random.Random(cfg.seed * 1000 + state["epoch"]))
+        for b in batches[state["batch_in_epoch"]:]:
+            if state["step"] >= cfg.max_steps or state["elapsed"] >= cfg.max_minutes * 60:
+                break
+            rows = [keep[i] for i in b]
+            src, tgt = _pad([src_ids[i] for i in rows], 0), _pad([tgt_ids[i] for i in rows], 0)
+            loss, parts = sundae_loss(model, src, src != 0, tgt, tgt != 0, unroll=cfg.unroll, generator=generator)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            state["step"] += 1
+            state["batch_in_epoch"] += 1
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            state["running"] = running
+            state["elapsed"] = time.monotonic() - started
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.3f}", length=f"{parts['length']:.2f}")
+            if state["step"] % cfg.eval_every == 0:
+                row = {"step": state["step"], "epoch": state["epoch"], "elapsed_s": round(state["elapsed"], 1),
+                       "train_loss": running, **evaluate()}
+                state["curve"].append(row)
+                bar.write(json.dumps(row))
+            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
+                save_checkpoint()
+                last_ckpt = time.monotonic()
+        else:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+    bar.close()
+    if not state["curve"] or state["curve"][-1]["step"] != state["step"]:
+        state["curve"].append({"step": state["step"], "epoch": state["epoch"],
+                               "elapsed_s": round(state["elapsed"], 1), "train_loss": running, **evaluate()})
+    save_checkpoint()
+    record = {**meta, "config": asdict(cfg), "steps": state["step"], "training_seconds": round(state["elapsed"], 1),
+              "n_parameters": sum(p.numel() for p in model.parameters()), "final": state["curve"][-1]}
+    save(model, tok, out, record)
+    pd.DataFrame(state["curve"]).to_csv(out / "learning_curve.csv", index=False)
+    return record
+
+
+def save(model: RumSundae, tok: Any, folder: Path, record: dict[str, Any]) -> None:
+    """Float16 weights, the body's config, the tokenizer and ``nar.json`` (the record and ``max_target``)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, folder / WEIGHTS)
+    model.config.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    specials = torch.nonzero(model.special).view(-1).tolist()
+    (folder / SETTINGS).write_text(json.dumps({"max_target": model.max_target, "special_ids": specials, **record},
+                                              indent=2) + "\n")
+
+
+def load(folder: str | Path) -> tuple[RumSundae, Any]:
+    """A saved model (float32) and its tokenizer."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertConfig
+
+    folder = Path(folder)
+    try:
+        settings = json.loads((folder / SETTINGS).read_text())
+        weights = load_file(folder / WEIGHTS)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{folder} holds no RUM-SUNDAE model ({WEIGHTS}, {SETTINGS}): {err}") from err
+    model = RumSundae(BertModel(BertConfig.from_pretrained(folder), add_pooling_layer=False),
+                      max_target=settings["max_target"], special_ids=tuple(settings["special_ids"]))
+    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    return model.eval(), AutoTokenizer.from_pretrained(folder)

@@ -106,3 +106,50 @@ def test_length_prediction_is_within_range():
         assert 1 <= out.length <= 12 and len(out.tokens) == out.length
     with pytest.raises(ConfigError, match="max_target"):
         RumSundae(body(), max_target=100, special_ids=SPECIALS)
+
+
+@pytest.fixture(scope="module")
+def tiny_mlm(tmp_path_factory):
+    import re
+
+    from transformers import BertTokenizerFast
+
+    from experiments.corpora import load_corpus
+
+    folder = tmp_path_factory.mktemp("tiny-mlm")
+    pairs = load_corpus("bible-kjv-bbe", split="train").head(60)
+    texts = [*pairs["source"], *pairs["target"]]
+    words = sorted({w for text in texts for w in re.findall(r"\w+|[^\w\s]", text.lower())})
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])})
+    tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=128, pad_token_id=0),
+              add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+def test_lq_train_nar_end_to_end_resumes_and_loads(tiny_mlm, tmp_path):
+    import json
+
+    from experiments import train_nar
+    from experiments.config import load_config
+    from models.nar import load
+
+    def cfg(**kw):
+        return load_config(train_nar.TrainNARConfig, "train_nar", overrides={
+            "max_steps": 3, "warmup_steps": 1, "eval_every": 2, "eval_sentences": 3, "decode_steps": 2,
+            "test_sentences": 3, "max_tokens": 400, "lr": 1e-3, "threads": 1} | kw)
+
+    out = train_nar.main(cfg(), tmp_path / "nar", limit=40, mlm=tiny_mlm)
+    record = json.loads((out / "nar.json").read_text())
+    assert record["steps"] == 3 and record["test"]["n"] == 3 and record["special_ids"] == [0, 1, 2, 3, 4]
+    assert "| test |" in (out / "README.md").read_text() and "lowercased" in (out / "README.md").read_text()
+    train_nar.main(cfg(max_steps=5), tmp_path / "nar", limit=40, mlm=tiny_mlm)
+    assert json.loads((out / "nar.json").read_text())["steps"] == 5
+    model, tok = load(out)
+    assert decode(model, tok("in the beginning")["input_ids"], steps=2).length >= 1
+    random_init = train_nar.main(cfg(init="random", max_steps=1), tmp_path / "random", limit=40, mlm=tiny_mlm)
+    assert "randomly initialised" in (random_init / "README.md").read_text()
+    with pytest.raises(ConfigError, match="init must be"):
+        cfg(init="bert")
