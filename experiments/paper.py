@@ -416,7 +416,7 @@ OWN_SUMMARIES: dict[str, tuple[tuple[str, ...], tuple[Metric, ...]]] = {
         Metric("s/pred", "spred", "s_per_pred", digits=3))),
     "recurrence": (("domain", "method"), (
         Metric("perplexity", "ppl", "ppl", "ppl_lo", "ppl_hi"),
-        Metric("Δ vs sliding", "dsliding", "delta_sliding", "delta_sliding_lo", "delta_sliding_hi", 3),
+        Metric("Δ vs sliding+sink", "dsliding", "delta_sliding", "delta_sliding_lo", "delta_sliding_hi", 3),
         Metric("Δ vs full", "dfull", "delta_full", "delta_full_lo", "delta_full_hi", 3),
         Metric("s/token", "stoken", "s_per_token", digits=4), Metric("state MB", "statemb", "state_mb", digits=1))),
 }

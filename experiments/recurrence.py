@@ -14,13 +14,17 @@ Methods, for each window W of ``windows``:
   cache plus its memory, spent on tokens instead);
 - ``sliding``: the base with a KV cache of the last W tokens (training-free), advanced ``sliding_stride`` tokens
   per forward: each token sees between W - stride and W - 1 tokens before it;
+- ``sliding+sink``: the same, but the cache keeps the text's first ``sink_tokens`` tokens (attention sinks; Xiao et
+  al., 2023, StreamingLLM) and the last W - stride - sink_tokens: without them a sliding window does worse than
+  disjoint windows, which always start with a first token;
 and once ``full``: the base over the whole piece (the upper bound; ``context`` must fit its positions).
 
 Per (domain, piece, method) one row: the summed NLL of the scored tokens, their count, the wall time of reading
 the piece, and the state the method keeps while reading (``state_mb``: cached keys and values at their largest,
 plus the recurrent model's memory). ``finish`` writes perplexity with 95% bootstrap CIs over pieces, the change
-in log-perplexity against the sliding window of the same W and against the full context (paired: the same pieces
-resampled), seconds per token, the figure of perplexity against memory and against time, and report.md.
+in log-perplexity against the sliding window with sink tokens of the same W and against the full context (paired:
+the same pieces resampled), seconds per token, the figure of perplexity against memory and against time, and
+report.md.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from experiments.config import check
 from experiments.corpora import DOMAINS
 from experiments.rundir import RunDir
 
-FAMILIES = ("recurrent", "disjoint", "disjoint+slots", "sliding", "full")
+FAMILIES = ("recurrent", "disjoint", "disjoint+slots", "sliding", "sliding+sink", "full")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class RecurrenceConfig:
     context: int = 2048
     pieces: int = 8
     sliding_stride: int = 16
+    sink_tokens: int = 4
     n_boot: int = 1000
     seed: int = 0
     device: str = "cpu"
@@ -66,6 +71,8 @@ class RecurrenceConfig:
             "pieces and n_boot must be >= 1": min(self.pieces, self.n_boot) >= 1,
             "sliding_stride must be >= 1 and below the smallest window": bool(self.windows)
             and 1 <= self.sliding_stride < min(self.windows),
+            "sink_tokens must be >= 1 and leave room in the smallest window": bool(self.windows)
+            and 1 <= self.sink_tokens < min(self.windows) - self.sliding_stride,
         })
 
 
@@ -101,7 +108,7 @@ def kv_bytes_per_token(config: Any, dtype_bytes: int = 4) -> int:
     return 2 * config.num_hidden_layers * heads * dim * dtype_bytes
 
 
-def read(rec: Any, method: Method, ids: list[int], stride: int) -> tuple[Any, float]:
+def read(rec: Any, method: Method, ids: list[int], stride: int, sink: int) -> tuple[Any, float]:
     """(len(ids) - 1,) log-probabilities of ``ids[1:]`` under ``method``, and the state it keeps, in bytes."""
     import torch
 
@@ -110,8 +117,9 @@ def read(rec: Any, method: Method, ids: list[int], stride: int) -> tuple[Any, fl
     kv = kv_bytes_per_token(rec.model.config)
     slots = rec.memory_slots
     with torch.inference_mode():
-        if method.family == "sliding":
-            scorer = NoAdaptation(rec.model, segment=stride, window=method.window - stride)
+        if method.family in ("sliding", "sliding+sink"):
+            scorer = NoAdaptation(rec.model, segment=stride, window=method.window - stride,
+                                  sink=sink if method.family == "sliding+sink" else 0)
             return scorer.score_text(ids).double(), float(method.window * kv)
         if method.family == "full":
             logits = rec.model(input_ids=torch.tensor([ids], device=rec.model.device)).logits[0]
@@ -140,10 +148,10 @@ def main(cfg: RecurrenceConfig, out_dir: Path, *, limit: int | None = None, argv
         todo = [(d, name, ids, m) for d in cfg.domains for name, ids in pieces(tok, d, cfg)[:limit]
                 for m in methods(cfg) if _unit(d, name, m) not in run.done]
         signature = {"module": cfg.module, "recurrence": rec.settings(), "base": base,
-                     "sliding_stride": cfg.sliding_stride, "scored_from": skip}
+                     "sliding_stride": cfg.sliding_stride, "sink_tokens": cfg.sink_tokens, "scored_from": skip}
         for domain, name, ids, method in tqdm(todo, desc="reading", unit="piece", disable=not todo):
             t0 = time.perf_counter()
-            lp, state = read(rec, method, ids, cfg.sliding_stride)
+            lp, state = read(rec, method, ids, cfg.sliding_stride, cfg.sink_tokens)
             seconds = time.perf_counter() - t0
             scored = -lp[skip - 1:]
             run.append(_unit(domain, name, method), [{
@@ -156,7 +164,8 @@ def main(cfg: RecurrenceConfig, out_dir: Path, *, limit: int | None = None, argv
 
 def summary(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per (domain, method), and over all domains: perplexity [95% CI over pieces], Δ log-ppl (nats/token) against
-    the sliding window of the same W and against the full context [paired CIs], s/token and state MB."""
+    the sliding window with sink tokens of the same W (``delta_sliding``) and against the full context [paired
+    CIs], s/token and state MB."""
     from analysis.stats import corpus_ci
 
     parts = [df, df.assign(domain="all")]
@@ -175,8 +184,9 @@ def summary(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFr
         rows = []
         for (domain, method), g in df.groupby(["domain", "method"], sort=False):
             family, window = g["family"].iloc[0], g["window"].iloc[0]
-            base = "full" if against == "full" else f"sliding W={window}"
-            if family in ("full", against) or (domain, g["piece"].iloc[0], base) not in nll.index:
+            base = "full" if against == "full" else f"sliding+sink W={window}"
+            if family in ("full", "sliding+sink" if against == "sliding" else "full") or (
+                    domain, g["piece"].iloc[0], base) not in nll.index:
                 continue
             paired = g.assign(diff=g["nll"].to_numpy() - nll.loc[[(domain, p, base) for p in g["piece"]]].to_numpy())
             ci = corpus_ci(paired, "diff", by=("domain",), rank=None, n_boot=n_boot, seed=seed, denominator="tokens")
@@ -219,7 +229,8 @@ def finish(run_dir: Path, cfg: RecurrenceConfig | None = None) -> Path:
 
 
 def verdicts(table: pd.DataFrame) -> list[str]:
-    """One plain sentence per window: does the recurrent model beat the sliding window of the same W (all domains)?"""
+    """One plain sentence per window: does the recurrent model beat the sliding window (with sink tokens) of the same
+    W, all domains pooled?"""
     pooled = table[table["domain"] == "all"].set_index("method")
     out = []
     for r in pooled[pooled["family"] == "recurrent"].itertuples():
@@ -227,8 +238,9 @@ def verdicts(table: pd.DataFrame) -> list[str]:
         if math.isnan(d):
             continue
         word = "beats" if hi < 0 else "loses to" if lo > 0 else "does not differ significantly from"
-        sliding = pooled.loc[f"sliding W={r.window}", "state_mb"]
-        out.append(f"- W={r.window}: the recurrent model {word} the sliding window of the same cache (Δ log-ppl "
+        sliding = pooled.loc[f"sliding+sink W={r.window}", "state_mb"]
+        out.append(f"- W={r.window}: the recurrent model {word} the sliding window with sink tokens of the same cache "
+                   "(Δ log-ppl "
                    f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}] nats/token; state {r.state_mb:.1f} MB vs {sliding:.1f} MB).")
     return out
 
@@ -240,11 +252,12 @@ def report_text(table: pd.DataFrame, signature: dict[str, Any], cfg: RecurrenceC
     lines = ["# Recurrence: perplexity at equal memory", "",
              f"Test pieces of {cfg.context} tokens ({cfg.pieces} per domain); every method scores the tokens after "
              f"the first {max(cfg.windows)} of each piece. Perplexity with 95% bootstrap CIs over pieces; Δ: change "
-             "in log-perplexity (nats/token; negative = better) against the sliding window of the same W and "
+             "in log-perplexity (nats/token; negative = better) against the sliding window with sink tokens of the "
+             "same W and "
              "against the full context, paired over pieces. s/token: wall time per token read on this machine. "
              "State MB: what the method keeps while reading (cached keys and values at their largest, float32; "
              "the recurrent model adds its memory slots).", "",
-             "| domain | method | pieces | tokens | perplexity | Δ vs sliding | Δ vs full | s/token | state MB |",
+             "| domain | method | pieces | tokens | perplexity | Δ vs sliding+sink | Δ vs full | s/token | state MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         lines.append(f"| {r.domain} | {r.method} | {r.pieces} | {r.tokens:,} | {ci(r.ppl, r.ppl_lo, r.ppl_hi)} | "

@@ -61,11 +61,16 @@ class Window:
     def __len__(self) -> int:
         return self.kv.shape[3]
 
-    def extended(self, new: Window, keep: int) -> Window:
-        """This window followed by ``new``'s entries, without all but the last ``keep`` entries."""
+    def extended(self, new: Window, keep: int, sink: int = 0) -> Window:
+        """This window followed by ``new``'s entries, of which it keeps at most ``keep``: the first ``sink`` entries
+        of the text (attention sinks) and the last ``keep - sink``."""
         def cat(a: Tensor, b: Tensor, dim: int) -> Tensor:
             joined = torch.cat([a, b], dim=dim)
-            return joined.narrow(dim, max(0, joined.shape[dim] - keep), min(keep, joined.shape[dim]))
+            n = joined.shape[dim]
+            if n <= keep:
+                return joined
+            recent = joined.narrow(dim, n - keep + sink, keep - sink)
+            return torch.cat([joined.narrow(dim, 0, sink), recent], dim=dim) if sink else recent
 
         return Window(cat(self.kv, new.kv, 3), cat(self.positions, new.positions, 0), cat(self.m, new.m, 3),
                       cat(self.v, new.v, 3), cat(self.steps, new.steps, 0))
@@ -111,7 +116,7 @@ class Streaming:
     method = "none"
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any = None, *, segment: int = 32,
-                 window: int | None = None):
+                 window: int | None = None, sink: int = 0):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = model.config
@@ -123,9 +128,13 @@ class Streaming:
         if sliding is not None and self.window + self.segment > sliding:
             raise ConfigError(f"window + segment = {self.window + self.segment} exceeds the model's sliding attention "
                               f"window ({sliding}); choose window + segment <= {sliding}")
+        self.sink = _non_negative_int("sink", sink)
+        if self.sink >= self.window:
+            raise ConfigError(f"sink ({self.sink}) must be below the window ({self.window})")
 
     def settings(self) -> dict[str, Any]:
-        return {"method": self.method, "segment": self.segment, "window": self.window}
+        return {"method": self.method, "segment": self.segment, "window": self.window,
+                **({"sink": self.sink} if self.sink else {})}
 
     def state_bytes(self) -> int:
         """What the method keeps beyond the weights, at a full window: the cached keys and values (and for
@@ -187,7 +196,7 @@ class Streaming:
                 targets = torch.tensor(text[a + 1: b + 1], device=self.model.device)
                 lp, new = self._segment(window, text[a:b], positions, targets)
                 out.append(lp)
-                window = new if window is None else window.extended(new, self.window)
+                window = new if window is None else window.extended(new, self.window, self.sink)
         return torch.cat(out).cpu()
 
     def _segment(self, window: Window | None, ids: Sequence[int], positions: Tensor,

@@ -245,3 +245,25 @@ def test_modes_searches_the_hso_adapted_model(tiny_causal_dir, tmp_path):
     assert len(both) == len(plain) and not np.allclose(both["logprob_plain"], both["logprob_hso"])
     with pytest.raises(ConfigError, match="encoder-decoder"):
         modes.work(config(model="bible-de-en-marian", hso_steps=1), 1)
+
+
+def test_a_sliding_window_with_sink_tokens_sees_the_first_tokens_and_the_last_ones():
+    model = tiny_llama(4).double()
+    ids = [1, 3, 4, 2, 5, 3, 4, 1, 2, 5, 4, 3, 2, 1, 5, 4, 3]
+    segment, window, sink = 2, 5, 2
+    got = NoAdaptation(model, segment=segment, window=window, sink=sink).score_text(ids)
+    n = len(ids) - 1  # every fed token: the cache before its segment, then its own segment's earlier tokens
+    allowed = torch.zeros(n, n, dtype=torch.bool)
+    for a in range(0, n, segment):
+        past = list(range(a)) if a <= window else [*range(sink), *range(a - (window - sink), a)]
+        for i in range(a, min(a + segment, n)):
+            allowed[i, past] = True
+            allowed[i, a: i + 1] = True
+    hso = NoAdaptation(model)
+    logits = hso.forward(ids[:-1], torch.arange(n), None, allowed).logits
+    torch.testing.assert_close(got, _target_logprobs(logits, torch.tensor(ids[1:])), atol=1e-8, rtol=0)
+    plain = NoAdaptation(model, segment=segment, window=window).score_text(ids)
+    assert not torch.allclose(got, plain)
+    assert NoAdaptation(model, window=5, sink=2).settings()["sink"] == 2 and "sink" not in hso.settings()
+    with pytest.raises(ConfigError, match="sink"):
+        NoAdaptation(model, window=4, sink=4)

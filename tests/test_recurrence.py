@@ -180,19 +180,21 @@ def test_run_recurrence_end_to_end_same_tokens_for_every_method_and_resumes(trai
 
     cfg = load_config(recurrence.RecurrenceConfig, "recurrence", overrides={
         "module": str(trained), "domains": ["bible", "wikipedia"], "windows": [4, 8], "context": 20, "pieces": 2,
-        "sliding_stride": 2, "n_boot": 50})
+        "sliding_stride": 2, "sink_tokens": 1, "n_boot": 50})
     run = recurrence.main(cfg, tmp_path / "run")
     rows = pd.DataFrame([json.loads(line) for line in (run / "rows.jsonl").read_text().splitlines()])
     names = {m.name for m in recurrence.methods(cfg)}
     assert names == {"full", *(f"{f} W={w}" for w in (4, 8) for f in ("recurrent", "disjoint", "disjoint+slots",
-                                                                      "sliding"))}
+                                                                      "sliding", "sliding+sink"))}
     assert set(rows["method"]) == names and len(rows) == 2 * 2 * len(names)
     assert rows["tokens"].eq(20 - 8).all()  # every method scores the tokens after the largest window
     state = rows.groupby("method")["state_mb"].first()
     assert state["sliding W=8"] == state["disjoint W=8"] < state["recurrent W=8"] < state["disjoint+slots W=8"]
     table = pd.read_csv(run / "summary.csv")
     pooled = table[table["domain"] == "all"].set_index("method")
-    assert pooled.loc["recurrent W=4", "pieces"] == 4 and pd.isna(pooled.loc["sliding W=4", "delta_sliding"])
+    assert pooled.loc["recurrent W=4", "pieces"] == 4 and pd.isna(pooled.loc["sliding+sink W=4", "delta_sliding"])
+    assert not pd.isna(pooled.loc["sliding W=4", "delta_sliding"])  # the sinks' own effect
+    assert state["sliding+sink W=8"] == state["sliding W=8"]
     report = (run / "report.md").read_text()
     assert "| all | recurrent W=8 |" in report and "the recurrent model" in report
     assert (run / "figures" / "recurrence_memory.png").is_file() and (run / "figures" / "recurrence_time.png").is_file()
@@ -206,7 +208,7 @@ def test_paired_deltas_are_differences_of_summed_nll_over_tokens():
 
     rows = []
     for piece, (a, b, c) in enumerate([(10.0, 12.0, 9.0), (20.0, 19.0, 18.0), (5.0, 8.0, 4.0)]):
-        for method, family, nll in (("recurrent W=4", "recurrent", a), ("sliding W=4", "sliding", b),
+        for method, family, nll in (("recurrent W=4", "recurrent", a), ("sliding+sink W=4", "sliding+sink", b),
                                     ("full", "full", c)):
             rows.append({"domain": "d", "piece": str(piece), "method": method, "family": family,
                          "window": 4 if family != "full" else 16, "tokens": 10, "nll": nll, "read_tokens": 16,
