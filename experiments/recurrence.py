@@ -102,17 +102,11 @@ def pieces(tok: Any, domain: str, cfg: RecurrenceConfig) -> list[tuple[str, list
     return [p for group in zip_longest(*per_doc) for p in group if p is not None][: cfg.pieces]
 
 
-def kv_bytes_per_token(config: Any, dtype_bytes: int = 4) -> int:
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 2 * config.num_hidden_layers * heads * dim * dtype_bytes
-
-
 def read(rec: Any, method: Method, ids: list[int], stride: int, sink: int) -> tuple[Any, float]:
     """(len(ids) - 1,) log-probabilities of ``ids[1:]`` under ``method``, and the state it keeps, in bytes."""
     import torch
 
-    from models.hso import NoAdaptation
+    from models.hso import NoAdaptation, kv_bytes_per_token
 
     kv = kv_bytes_per_token(rec.model.config)
     slots = rec.memory_slots

@@ -37,7 +37,7 @@ from decoding.types import SearchInputError
 from models.errors import ConfigError
 
 __all__ = ["HSO", "HSOLM", "DynamicEvaluation", "Forward", "NoAdaptation", "Streaming", "Window", "after_past",
-           "sliding_window"]
+           "kv_bytes_per_token", "sliding_window"]
 
 STATES = ("kv", "k", "v")
 
@@ -81,6 +81,13 @@ def sliding_window(config: Any) -> int | None:
     if any(t == "sliding_attention" for t in getattr(config, "layer_types", None) or ()):
         return int(config.sliding_window)
     return None
+
+
+def kv_bytes_per_token(config: Any, dtype_bytes: int = 4) -> int:
+    """Bytes of one token's cached keys and values over every layer of a decoder of ``config``."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * dim * dtype_bytes
 
 
 def _mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
@@ -139,10 +146,7 @@ class Streaming:
     def state_bytes(self) -> int:
         """What the method keeps beyond the weights, at a full window: the cached keys and values (and for
         subclasses their optimiser state or weight copies); activations are not counted."""
-        cfg = self.config
-        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        return 2 * cfg.num_hidden_layers * heads * dim * self.window * self.model.dtype.itemsize
+        return kv_bytes_per_token(self.config, self.model.dtype.itemsize) * self.window
 
     def signature(self) -> dict[str, Any]:
         return {"model": getattr(self.config, "_name_or_path", "") or type(self.model).__name__,
