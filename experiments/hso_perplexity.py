@@ -34,6 +34,7 @@ class HSOPerplexityConfig:
     models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct", "gemma3-270m"])
     domains: list[str] = field(default_factory=lambda: ["bible", "shakespeare", "wikipedia"])
     test_tokens: int = 20_000
+    model_test_tokens: dict[str, int] = field(default_factory=dict)
     dev_tokens: int = 2_048
     chunk_tokens: int = 1_024
     segment: int = 32
@@ -50,7 +51,8 @@ class HSOPerplexityConfig:
             "models must be a non-empty list": bool(self.models),
             f"domains must be a non-empty list of {', '.join(DOMAINS)}": bool(self.domains)
             and set(self.domains) <= set(DOMAINS),
-            "test_tokens, dev_tokens must be >= 2": self.test_tokens >= 2 and self.dev_tokens >= 2,
+            "test_tokens, dev_tokens, model_test_tokens values must be >= 2":
+                min([self.test_tokens, self.dev_tokens, *self.model_test_tokens.values()]) >= 2,
             "chunk_tokens must be > segment": self.chunk_tokens > self.segment >= 1,
             "window must be >= 1": self.window >= 1,
             "hso_lr, dyn_lr must be non-empty lists of numbers > 0": bool(self.hso_lr) and bool(self.dyn_lr)
@@ -90,10 +92,11 @@ class Setting:
         return NoAdaptation(model, tok, segment=cfg.segment, window=cfg.window)
 
 
-def chunks(domain: str, phase: str, tok: Any, cfg: HSOPerplexityConfig) -> list[Chunk]:
+def chunks(domain: str, phase: str, tok: Any, cfg: HSOPerplexityConfig, model: str = "") -> list[Chunk]:
     """Chunks of ``phase`` ("dev": the dev split; "test": the test split, then the training split) until the phase's
-    token count is reached; the last chunk is cut to it."""
-    budget = cfg.dev_tokens if phase == "dev" else cfg.test_tokens
+    token count (``model_test_tokens[model]`` if given, else ``test_tokens``) is reached; the last chunk is cut to
+    it, so a smaller count gives a prefix of the same chunks."""
+    budget = cfg.dev_tokens if phase == "dev" else cfg.model_test_tokens.get(model, cfg.test_tokens)
     splits = ["dev"] if phase == "dev" else ["test", "train"]
     out: list[Chunk] = []
     for split in splits:
@@ -145,7 +148,7 @@ def main(cfg: HSOPerplexityConfig, out_dir: Path, *, limit: int | None = None,
         for model_name in cfg.models:
             model, tok, _ = load_model(model_name, device=cfg.device)
             models = {model_name: (model, tok)}
-            phases = {d: {p: chunks(d, p, tok, cfg)[:limit] for p in ("dev", "test")} for d in cfg.domains}
+            phases = {d: {p: chunks(d, p, tok, cfg, model_name)[:limit] for p in ("dev", "test")} for d in cfg.domains}
             _score(run, _pending(run, model_name, phases, "dev", {d: grid(cfg) for d in cfg.domains}), models, cfg)
             best = best_settings(_frame(run.rows, "dev").query("model == @model_name"))
             chosen = {d: [Setting(r.method, r.lr, r.steps) for r in best[best["domain"] == d].itertuples()]

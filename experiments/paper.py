@@ -404,17 +404,27 @@ class Metric:
     scale: float = 1.0
 
 
-# The experiments that write their own summary.csv (OWN_TABLES): the columns naming a row, and what the paper shows.
-OWN_SUMMARIES: dict[str, tuple[tuple[str, ...], tuple[Metric, ...]]] = {
-    "hso_perplexity": (("model", "domain", "name"), (
+@dataclasses.dataclass(frozen=True)
+class OwnSummary:
+    """How the paper shows an OWN_TABLES experiment's ``summary.csv``: the columns printed before the metrics, the
+    columns whose values key a row's numbers (default: the printed ones), and the metrics."""
+
+    shown: tuple[str, ...]
+    metrics: tuple[Metric, ...]
+    keys: tuple[str, ...] = ()
+
+
+OWN_SUMMARIES: dict[str, OwnSummary] = {
+    # keyed by method, not by the tuned setting the table prints, so the text's keys survive a retuned run
+    "hso_perplexity": OwnSummary(("model", "domain", "name"), keys=("model", "domain", "method"), metrics=(
         Metric("perplexity", "ppl", "ppl", "ppl_lo", "ppl_hi"),
         Metric("Δ log-ppl", "dlogppl", "delta_logppl", "delta_lo", "delta_hi", 3),
         Metric("s/token", "stoken", "s_per_token", digits=3), Metric("state MB", "statemb", "state_mb", digits=0))),
-    "hso_fewshot": (("model", "dataset", "shots", "method"), (
+    "hso_fewshot": OwnSummary(("model", "dataset", "shots", "method"), metrics=(
         Metric("accuracy %", "accuracy", "accuracy", "accuracy_lo", "accuracy_hi", 1, 100.0),
         Metric("macro-F1 %", "macrof1", "macro_f1", "macro_f1_lo", "macro_f1_hi", 1, 100.0),
         Metric("s/pred", "spred", "s_per_pred", digits=3))),
-    "recurrence": (("domain", "method"), (
+    "recurrence": OwnSummary(("domain", "method"), metrics=(
         Metric("perplexity", "ppl", "ppl", "ppl_lo", "ppl_hi"),
         Metric("Δ vs sliding+sink", "dsliding", "delta_sliding", "delta_sliding_lo", "delta_sliding_hi", 3),
         Metric("Δ vs full", "dfull", "delta_full", "delta_full_lo", "delta_full_hi", 3),
@@ -425,14 +435,15 @@ OWN_SUMMARIES: dict[str, tuple[tuple[str, ...], tuple[Metric, ...]]] = {
 def own_summary(experiment: str, table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """An OWN_TABLES experiment's ``summary.csv`` as a booktabs tabular ("value [lo, hi]") and its numbers, keyed
     ``<experiment>.<row key parts>.<metric>``."""
-    keys, metrics = OWN_SUMMARIES[experiment]
-    cells = pd.DataFrame({k: [tex_escape(v) for v in table[k]] for k in keys})
+    spec = OWN_SUMMARIES[experiment]
+    cells = pd.DataFrame({k: [tex_escape(v) for v in table[k]] for k in spec.shown})
     found: list[Number] = []
-    row_keys = [".".join(_slug(str(v)) or "x" for v in row) for row in table[list(keys)].itertuples(index=False)]
+    row_keys = [".".join(_slug(str(v)) or "x" for v in row)
+                for row in table[list(spec.keys or spec.shown)].itertuples(index=False)]
     def column(name: str | None, scale: float) -> pd.Series:
         return table[name] * scale if name is not None and name in table else pd.Series([math.nan] * len(table))
 
-    for m in metrics:
+    for m in spec.metrics:
         value, lo, hi = (column(c, m.scale) for c in (m.value, m.lo, m.hi))
         cells[m.label] = [tex_number(v, m.digits) if m.lo is None or pd.isna(v) else
                           f"{tex_number(v, m.digits)} [{tex_number(a, m.digits)}, {tex_number(b, m.digits)}]"
@@ -441,7 +452,7 @@ def own_summary(experiment: str, table: pd.DataFrame) -> tuple[str, pd.DataFrame
             found += _interval(f"{key}.{m.key}", v, a, b, m.digits) if m.lo else [_number(f"{key}.{m.key}", v,
                                                                                           m.digits)]
     styler = cells.style.hide(axis="index").format_index(escape="latex", axis="columns")
-    latex = styler.to_latex(hrules=True, column_format="l" * len(keys) + "r" * len(metrics))
+    latex = styler.to_latex(hrules=True, column_format="l" * len(spec.shown) + "r" * len(spec.metrics))
     out = pd.DataFrame(found, columns=["key", "value", "tex"])
     return latex, out.assign(key=experiment + "." + out["key"])
 

@@ -51,6 +51,19 @@ def test_bad_config_is_refused(tiny_model_dir):  # noqa: F811
         config(tiny_model_dir, chunk_tokens=4)
 
 
+def test_model_test_tokens_gives_a_prefix_of_the_same_chunks(tiny_model_dir):  # noqa: F811
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    cfg = config(tiny_model_dir, model_test_tokens={str(tiny_model_dir): 25})
+    full = hso_perplexity.chunks("bible", "test", tok, cfg)
+    cut = hso_perplexity.chunks("bible", "test", tok, cfg, str(tiny_model_dir))
+    assert sum(len(c.ids) - 1 for c in full) == 40 and sum(len(c.ids) - 1 for c in cut) == 25
+    assert cut[:-1] == full[: len(cut) - 1] and full[len(cut) - 1].ids[: len(cut[-1].ids)] == cut[-1].ids
+    with pytest.raises(ConfigError, match="model_test_tokens"):
+        config(tiny_model_dir, model_test_tokens={str(tiny_model_dir): 1})
+
+
 def test_perplexity_table_pairs_segments():
     rng = np.random.default_rng(0)
     n = 400

@@ -280,3 +280,9 @@ def test_own_summaries_become_tables_and_numbers_with_intervals() -> None:
                          "macro_f1_hi": 0.3, "s_per_pred": 0.2}])
     _, numbers = paper.own_summary("hso_fewshot", acc)
     assert dict(zip(numbers["key"], numbers["tex"], strict=True))["hso_fewshot.m.d.4.iclcc.accuracy"] == "50.0"
+    ppl = pd.DataFrame([{"model": "m", "domain": "bible", "method": "hso", "name": "hso lr=0.003 steps=3",
+                         "ppl": 19.0, "ppl_lo": 18.0, "ppl_hi": 20.0, "delta_logppl": -0.07, "delta_lo": -0.08,
+                         "delta_hi": -0.06, "s_per_token": 0.05, "state_mb": 84.0}])
+    latex, numbers = paper.own_summary("hso_perplexity", ppl)
+    assert "hso lr=0.003 steps=3 &" in latex  # the table prints the tuned setting, the keys name the method
+    assert dict(zip(numbers["key"], numbers["tex"], strict=True))["hso_perplexity.m.bible.hso.ppl"] == "19.00"
