@@ -53,7 +53,7 @@ def main(cfg: TrainMTConfig, out: Path | None = None, *, limit: int | None = Non
         frames.append({s: df[df["split"] == s] for s in ("train", "dev", "test")})
     if limit:
         frames = [{s: d.head(limit if s == "train" else max(1, limit // 10)) for s, d in f.items()} for f in frames]
-    # minibatches are buckets of similar length drawn from all tasks at once (models.mt._batches), so they mix
+    # minibatches are buckets of similar length drawn from all tasks at once (models.training.EpochBatches), so they mix
     splits = {s: pd.concat([f[s] for f in frames], ignore_index=True) for s in ("train", "dev", "test")}
     name = "+".join(cfg.tasks) if cfg.tasks else cfg.corpus
     out = Path(out) if out else cache_dir() / "models" / f"{name}-{cfg.arch}"

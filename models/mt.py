@@ -19,14 +19,13 @@ import hashlib
 import json
 import math
 import random
-import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.errors import ConfigError
+from models import training
+from models.training import Budget, Checkpoint, EpochBatches, fresh_state
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,8 +37,6 @@ ARCHS = ("marian", "decoder-only")
 # what a decoder-only translation model's config says about its input: the source's ids (which end in </s>, the
 # separator) then the target's, so its prompt is the tokenised source
 DECODER_ONLY_FORMAT = "source </s> target </s>"
-BUDGET_FIELDS = ("max_steps", "max_minutes", "max_target_tokens", "checkpoint_minutes", "threads")  # may change
-# when resuming
 
 
 @dataclass(frozen=True)
@@ -147,24 +144,6 @@ def build_model(cfg: MTConfig, vocab_size: int) -> Any:
     return MarianMTModel(config)
 
 
-def _batches(lengths: Sequence[int], max_tokens: int, rng: random.Random) -> list[list[int]]:
-    """Indices grouped by similar length so that batch size x longest length <= max_tokens; shuffled."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    longest = 0
-    for i in order:
-        longest = max(longest, lengths[i])
-        if cur and longest * (len(cur) + 1) > max_tokens:
-            batches.append(cur)
-            cur, longest = [], lengths[i]
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    rng.shuffle(batches)
-    return batches
-
-
 def _pad(seqs: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     import torch
 
@@ -235,60 +214,33 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
     """Train (or resume) into ``out``: ``out/checkpoint`` while training, then the final fp16 HF folder with
     ``README.md`` (model card), ``learning_curve.csv`` and ``training.json``. Returns ``out``."""
     import torch
-    from tqdm import tqdm
     from transformers import AutoTokenizer
 
     torch.set_num_threads(cfg.threads)
     out = Path(out)
-    ckpt = out / "checkpoint"
     data = contaminate(train_df, cfg.contamination, cfg.contamination_kind, cfg.seed) if cfg.contamination \
         else train_df.assign(contaminated=False)
     meta: dict[str, Any] = {"config": asdict(cfg), "data_hash": data_hash(data), "command": command,
                             "n_train": len(data), "n_contaminated": int(data["contaminated"].sum())}
-    if (ckpt / "state.pt").exists():
-        saved = json.loads((ckpt / "training.json").read_text())
-        def fixed(config: dict[str, Any]) -> dict[str, Any]:
-            return {k: v for k, v in config.items() if k not in BUDGET_FIELDS}
-
-        # a key missing from an older checkpoint's config had the value that is its default today
-        same_config = fixed(asdict(MTConfig()) | saved["config"]) == fixed(meta["config"])
-        if not same_config or saved["data_hash"] != meta["data_hash"]:
-            raise ConfigError(f"{out} holds a checkpoint of a different config or data; use another output folder")
-        saved["config"] = meta["config"]
-        tok = AutoTokenizer.from_pretrained(ckpt)
-        model = _initial_model(cfg, len(tok))
-        state = torch.load(ckpt / "state.pt", weights_only=False)
-        model.load_state_dict(state["model"])
-        meta = saved
+    if (out / "checkpoint" / training.STATE_FILE).is_file():  # the tokenizer trained when the run started
+        tok = AutoTokenizer.from_pretrained(out / "checkpoint")
     else:
-        ckpt.mkdir(parents=True, exist_ok=True)
         tok = AutoTokenizer.from_pretrained(cfg.init_from) if cfg.init_from else train_tokenizer(
             list(data["source"]) + list(data["target"]), cfg.vocab_size)
-        torch.manual_seed(cfg.seed)
-        model = _initial_model(cfg, len(tok))
-        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "curve": []}
+    torch.manual_seed(cfg.seed)
+    model = _initial_model(cfg, len(tok))
     src_ids = tok(list(data["source"]), truncation=True, max_length=cfg.max_len)["input_ids"]
     tgt_ids = tok(list(data["target"]), truncation=True, max_length=cfg.max_len)["input_ids"]
-    lengths = [max(len(s), len(t)) if cfg.arch == "marian" else len(s) + len(t)
-               for s, t in zip(src_ids, tgt_ids, strict=True)]
+    batches = EpochBatches([max(len(s), len(t)) if cfg.arch == "marian" else len(s) + len(t)
+                            for s, t in zip(src_ids, tgt_ids, strict=True)], cfg.max_tokens, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / (s + 1))))
-    if "optimizer" in state:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+    checkpoint = Checkpoint(out, meta, {"model": model, "optimizer": opt, "scheduler": sched},
+                            files=tok.save_pretrained)
+    state = checkpoint.resume(defaults=asdict(MTConfig())) or fresh_state(epoch=0, batch_in_epoch=0,
+                                                                           target_tokens=0)
     dev = dev_df.sample(n=min(cfg.eval_sentences, len(dev_df)), random_state=cfg.seed)
-
-    def save_checkpoint() -> None:
-        tmp = ckpt.with_name("checkpoint.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        tok.save_pretrained(tmp)
-        torch.save(state | {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict()}, tmp / "state.pt")
-        (tmp / "training.json").write_text(json.dumps(meta, indent=2))
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.rename(ckpt)
 
     def evaluate() -> dict[str, float]:
         model.eval()
@@ -299,51 +251,22 @@ def train(train_df: pd.DataFrame, dev_df: pd.DataFrame, out: Path, cfg: MTConfig
         model.train()
         return {"dev_loss": loss, "dev_bleu": bleu, "dev_chrf": chrf}
 
-    started = time.monotonic() - state["elapsed"]
-    last_ckpt = time.monotonic()
+    def step(state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        b = batches.next(state)
+        state["target_tokens"] += sum(len(tgt_ids[i]) for i in b)
+        return (_loss(model, cfg.arch, [src_ids[i] for i in b], [tgt_ids[i] for i in b], cfg.label_smoothing),
+                {"epoch": state["epoch"]})
+
+    def stop(state: dict[str, Any]) -> bool:
+        return batches.epochs(state) >= cfg.max_epochs or 0 < cfg.max_target_tokens <= state["target_tokens"]
+
     model.train()
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], unit="step", desc="training")
-    running: float | None = None
-    done = False
-    while state["epoch"] < cfg.max_epochs and not done:
-        batches = _batches(lengths, cfg.max_tokens, random.Random(cfg.seed * 1000 + state["epoch"]))
-        for b in batches[state["batch_in_epoch"]:]:
-            if state["step"] >= cfg.max_steps or state["elapsed"] > cfg.max_minutes * 60 or (
-                    cfg.max_target_tokens and state.get("target_tokens", 0) >= cfg.max_target_tokens):
-                done = True
-                break
-            loss = _loss(model, cfg.arch, [src_ids[i] for i in b], [tgt_ids[i] for i in b], cfg.label_smoothing)
-            state["target_tokens"] = state.get("target_tokens", 0) + sum(len(tgt_ids[i]) for i in b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            state["step"] += 1
-            state["batch_in_epoch"] += 1
-            value = loss.item()
-            running = value if running is None else 0.98 * running + 0.02 * value
-            state["elapsed"] = time.monotonic() - started
-            bar.update(1)
-            bar.set_postfix(epoch=state["epoch"], loss=f"{running:.3f}")
-            if state["step"] % cfg.eval_every == 0:
-                row = {"step": state["step"], "epoch": state["epoch"], "elapsed_s": round(state["elapsed"], 1),
-                       "train_loss": running, **evaluate()}
-                state["curve"].append(row)
-                bar.write(json.dumps(row))
-            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
-                save_checkpoint()
-                last_ckpt = time.monotonic()
-        else:
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-    bar.close()
-    save_checkpoint()
-    meta["training_seconds"] = round(state["elapsed"], 1)
-    meta["steps"] = state["step"]
-    meta["target_tokens"] = state.get("target_tokens")
-    meta["epochs"] = state["epoch"] + state["batch_in_epoch"] / len(_batches(lengths, cfg.max_tokens, random.Random()))
-    meta["final_eval"] = evaluate()
+    state = training.run(step, evaluate, state, Budget(cfg.max_steps, cfg.max_minutes, cfg.eval_every,
+                                                       cfg.checkpoint_minutes), checkpoint,
+                         optimizer=opt, scheduler=sched, params=list(model.parameters()), desc="training", stop=stop)
+    meta |= {"training_seconds": round(state["elapsed"], 1), "steps": state["step"],
+             "target_tokens": state["target_tokens"], "epochs": batches.epochs(state),
+             "final_eval": {k: v for k, v in state["curve"][-1].items() if k.startswith("dev_")}}
     _save_final(model, tok, out, meta, state["curve"])
     return out
 

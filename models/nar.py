@@ -28,8 +28,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -197,7 +195,6 @@ def decode(model: RumSundae, src: list[int], *, steps: int = 8, lengths: int = 3
 # ---------------------------------------------------------------- training, saving, loading
 
 WEIGHTS, SETTINGS = "nar.safetensors", "nar.json"
-BUDGET_KEYS = ("max_steps", "max_minutes", "checkpoint_minutes", "eval_every", "threads")  # may change on resume
 
 
 @dataclass(frozen=True)
@@ -259,14 +256,14 @@ def train(train_pairs: Any, dev_pairs: Any, out: Path, mlm: str | Path, cfg: NAR
     while training, then the float16 weights (``save``), the tokenizer, ``learning_curve.csv``; returns the
     training record (``meta`` with steps, time, the last dev scores)."""
     import pandas as pd
-    from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from models.mt import _batches, _pad
+    from models import training
+    from models.mt import _pad
+    from models.training import Budget, Checkpoint, EpochBatches, fresh_state
 
     torch.set_num_threads(cfg.threads)
     out = Path(out)
-    ckpt = out / "checkpoint"
     tok = AutoTokenizer.from_pretrained(mlm)
     torch.manual_seed(cfg.seed)
     model = RumSundae(initial_body(mlm, cfg.init), max_target=cfg.max_target, special_ids=tuple(tok.all_special_ids))
@@ -274,32 +271,14 @@ def train(train_pairs: Any, dev_pairs: Any, out: Path, mlm: str | Path, cfg: NAR
     tgt_ids = [ids[: cfg.max_target] for ids in tok(list(train_pairs["target"]), add_special_tokens=False)[
         "input_ids"]]
     keep = [i for i, t in enumerate(tgt_ids) if t]
-    lengths = [len(src_ids[i]) + len(tgt_ids[i]) for i in keep]
+    batches = EpochBatches([len(src_ids[i]) + len(tgt_ids[i]) for i in keep], cfg.max_tokens, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / (s + 1))))
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "curve": []}
-    fixed = {k: v for k, v in asdict(cfg).items() if k not in BUDGET_KEYS}
-    if (ckpt / "state.pt").exists():
-        saved = torch.load(ckpt / "state.pt", weights_only=False)
-        if saved["fixed"] != fixed or saved["meta"].get("data_hash") != meta.get("data_hash"):
-            raise ConfigError(f"{out} holds a checkpoint of a different config or data; use another output folder")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
+    checkpoint = Checkpoint(out, {**meta, "config": asdict(cfg)},
+                            {"model": model, "optimizer": opt, "scheduler": sched})
+    state = checkpoint.resume() or fresh_state(epoch=0, batch_in_epoch=0)
     dev = dev_pairs.sample(n=min(cfg.eval_sentences, len(dev_pairs)), random_state=cfg.seed)
-
-    def save_checkpoint() -> None:
-        tmp = ckpt.with_name("checkpoint.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "state": state, "fixed": fixed, "meta": meta},
-                   tmp / "state.pt")
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.rename(ckpt)
 
     def evaluate() -> dict[str, float]:
         bleu, chrf = bleu_chrf(translate(model, tok, list(dev["source"]), cfg), list(dev["target"]))
@@ -307,46 +286,17 @@ def train(train_pairs: Any, dev_pairs: Any, out: Path, mlm: str | Path, cfg: NAR
         return {"dev_bleu": bleu, "dev_chrf": chrf}
 
     generator = torch.Generator().manual_seed(cfg.seed + state["step"])
-    started, last_ckpt = time.monotonic() - state["elapsed"], time.monotonic()
+
+    def step(state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        rows = [keep[i] for i in batches.next(state)]
+        src, tgt = _pad([src_ids[i] for i in rows], 0), _pad([tgt_ids[i] for i in rows], 0)
+        loss, parts = sundae_loss(model, src, src != 0, tgt, tgt != 0, unroll=cfg.unroll, generator=generator)
+        return loss, {"length": f"{parts['length']:.2f}"}
+
     model.train()
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], unit="step", desc=f"training nar ({cfg.init})")
-    running: float | None = state.get("running")
-    while state["step"] < cfg.max_steps and state["elapsed"] < cfg.max_minutes * 60:
-        batches = _batches(lengths, cfg.max_tokens, random.Random(cfg.seed * 1000 + state["epoch"]))
-        for b in batches[state["batch_in_epoch"]:]:
-            if state["step"] >= cfg.max_steps or state["elapsed"] >= cfg.max_minutes * 60:
-                break
-            rows = [keep[i] for i in b]
-            src, tgt = _pad([src_ids[i] for i in rows], 0), _pad([tgt_ids[i] for i in rows], 0)
-            loss, parts = sundae_loss(model, src, src != 0, tgt, tgt != 0, unroll=cfg.unroll, generator=generator)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            state["step"] += 1
-            state["batch_in_epoch"] += 1
-            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            state["running"] = running
-            state["elapsed"] = time.monotonic() - started
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.3f}", length=f"{parts['length']:.2f}")
-            if state["step"] % cfg.eval_every == 0:
-                row = {"step": state["step"], "epoch": state["epoch"], "elapsed_s": round(state["elapsed"], 1),
-                       "train_loss": running, **evaluate()}
-                state["curve"].append(row)
-                bar.write(json.dumps(row))
-            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
-                save_checkpoint()
-                last_ckpt = time.monotonic()
-        else:
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-    bar.close()
-    if not state["curve"] or state["curve"][-1]["step"] != state["step"]:
-        state["curve"].append({"step": state["step"], "epoch": state["epoch"],
-                               "elapsed_s": round(state["elapsed"], 1), "train_loss": running, **evaluate()})
-    save_checkpoint()
+    state = training.run(step, evaluate, state, Budget(cfg.max_steps, cfg.max_minutes, cfg.eval_every,
+                                                       cfg.checkpoint_minutes), checkpoint, optimizer=opt,
+                         scheduler=sched, params=list(model.parameters()), desc=f"training nar ({cfg.init})")
     record = {**meta, "config": asdict(cfg), "steps": state["step"], "training_seconds": round(state["elapsed"], 1),
               "n_parameters": sum(p.numel() for p in model.parameters()), "final": state["curve"][-1]}
     save(model, tok, out, record)

@@ -380,14 +380,13 @@ def train(rec: Recurrent, train_docs: Sequence[Sequence[int]], dev_docs: Sequenc
     (``save``) with ``training.json`` and ``learning_curve.csv``. ``meta`` (config, data hash, command) is
     stored with it; a checkpoint of other ``meta["config"]`` (but for the budget keys) is refused."""
     import random
-    import shutil
-    import time
 
     import pandas as pd
-    from tqdm import tqdm
+
+    from models import training
+    from models.training import Budget, Checkpoint, fresh_state
 
     out = Path(out)
-    ckpt = out / "checkpoint"
     params = [p for p in rec.module.parameters()]
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
@@ -400,28 +399,9 @@ def train(rec: Recurrent, train_docs: Sequence[Sequence[int]], dev_docs: Sequenc
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     rng = random.Random(settings.seed)
     torch.manual_seed(settings.seed)
-    state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "curve": [], "streams": [None] * settings.batch}
-    if (ckpt / "state.pt").exists():
-        saved = torch.load(ckpt / "state.pt", weights_only=False)
-        if _fixed(saved["meta"]["config"]) != _fixed(meta["config"]) or saved["meta"]["data_hash"] != meta[
-                "data_hash"]:
-            raise ConfigError(f"{out} holds a checkpoint of a different config or data; use another output folder")
-        rec.module.load_state_dict(saved["module"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        rng.setstate(saved["rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
-
-    def save_checkpoint() -> None:
-        tmp = ckpt.with_name("checkpoint.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save({"module": rec.module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "state": state, "meta": meta},
-                   tmp / "state.pt")
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.rename(ckpt)
+    checkpoint = Checkpoint(out, meta, {"module": rec.module, "optimizer": opt, "scheduler": sched})
+    state = checkpoint.resume() or fresh_state(streams=[None] * settings.batch, rng=rng.getstate())
+    rng.setstate(state["rng"])
 
     def evaluate() -> dict[str, float]:
         rec.module.eval()
@@ -429,13 +409,7 @@ def train(rec: Recurrent, train_docs: Sequence[Sequence[int]], dev_docs: Sequenc
         rec.module.train()
         return {"dev_nll": nll["memory"], "dev_nll_base": nll["base"]}
 
-    if not state["curve"]:
-        state["curve"].append({"step": 0, "elapsed_s": 0.0, "train_nll": None, **evaluate()})
-    started, last_ckpt = time.monotonic() - state["elapsed"], time.monotonic()
-    rec.module.train()
-    bar = tqdm(total=settings.max_steps, initial=state["step"], unit="step", desc="training recurrence")
-    running: float | None = state.get("running")
-    while state["step"] < settings.max_steps and state["elapsed"] < settings.max_minutes * 60:
+    def step(state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         window = rng.choice(settings.windows)
         n = settings.k_windows * window
         inputs, memories = [], []
@@ -447,49 +421,26 @@ def train(rec: Recurrent, train_docs: Sequence[Sequence[int]], dev_docs: Sequenc
                 state["streams"][b] = stream
             inputs.append(list(train_docs[stream["doc"]][stream["pos"]: stream["pos"] + n + 1]))
             memories.append(rec.module.initial if stream["memory"] is None else stream["memory"])
+        state["rng"] = rng.getstate()
         ids = torch.tensor(inputs, device=rec.model.device)
         nll, left = rec.tbptt(ids[:, :-1], ids[:, 1:], torch.stack(memories), window=window)
-        loss = nll / ids[:, 1:].numel()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
         for b, stream in enumerate(state["streams"]):
             stream["pos"] += n
             stream["memory"] = left[b]
-        state["step"] += 1
-        value = loss.item()
-        running = value if running is None else 0.95 * running + 0.05 * value
-        state["running"] = running
-        state["elapsed"] = time.monotonic() - started
-        bar.update(1)
-        bar.set_postfix(window=window, nll=f"{running:.3f}")
-        if state["step"] % settings.eval_every == 0:
-            row = {"step": state["step"], "elapsed_s": round(state["elapsed"], 1), "train_nll": running,
-                   **evaluate()}
-            state["curve"].append(row)
-            bar.write(json.dumps(row))
-        if time.monotonic() - last_ckpt > settings.checkpoint_minutes * 60:
-            save_checkpoint()
-            last_ckpt = time.monotonic()
-    bar.close()
-    if state["curve"][-1]["step"] != state["step"]:
-        state["curve"].append({"step": state["step"], "elapsed_s": round(state["elapsed"], 1),
-                               "train_nll": running, **evaluate()})
-    save_checkpoint()
+        return nll / ids[:, 1:].numel(), {"window": window}
+
+    if not state["curve"]:
+        state["curve"].append({"step": 0, "elapsed_s": 0.0, "train_nll": None, **evaluate()})
+    rec.module.train()
+    state = training.run(step, evaluate, state, Budget(settings.max_steps, settings.max_minutes,
+                                                       settings.eval_every, settings.checkpoint_minutes),
+                         checkpoint, optimizer=opt, scheduler=sched, params=params, desc="training recurrence",
+                         loss_key="train_nll", smoothing=0.95)
     info = {**meta, "steps": state["step"], "training_seconds": round(state["elapsed"], 1),
             "n_parameters": rec.n_parameters(), "final": state["curve"][-1]}
     save(rec, out, info)
     pd.DataFrame(state["curve"]).to_csv(out / "learning_curve.csv", index=False)
     return info
-
-
-BUDGET_KEYS = ("max_steps", "max_minutes", "checkpoint_minutes", "eval_every")  # may change when resuming
-
-
-def _fixed(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in BUDGET_KEYS}
 
 
 def save(rec: Recurrent, folder: Path, meta: dict[str, Any]) -> None:

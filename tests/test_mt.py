@@ -140,13 +140,13 @@ def test_multi_task_minibatches_mix_tasks_and_are_scored_per_task(tmp_path):
     from experiments import cli
     from experiments.corpora import load_corpus
     from experiments.loop import load_translation_lm
-    from models.mt import _batches
+    from models.training import EpochBatches
 
     both = pd.concat([load_corpus("bible-de-en", split="train").head(400).assign(task="de-en"),
                       load_corpus("bible-kjv-bbe", split="train").head(400).assign(task="kjv-bbe")],
                      ignore_index=True)
     lengths = [len(s.split()) + len(t.split()) for s, t in zip(both["source"], both["target"], strict=True)]
-    batches = _batches(lengths, 600, random.Random(0))
+    batches = EpochBatches(lengths, 600, 0).of_epoch(0)
     mixed = [len(set(both["task"].iloc[b])) > 1 for b in batches if len(b) >= 8]
     assert mixed and sum(mixed) / len(mixed) > 0.9
     out = tmp_path / "multi"
