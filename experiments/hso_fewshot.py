@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -500,8 +501,11 @@ def _macro_f1(gold: np.ndarray, pred: np.ndarray, n_classes: int, weights: np.nd
 
 def summary(pred: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
     """Per (model, dataset, shots, method): accuracy and macro-F1, mean and std over demonstration sets, and
-    percentile bootstrap CIs of the mean over sets, resampling test items (the same draw for every set)."""
+    percentile bootstrap CIs of the mean over sets, resampling test items (the same draw for every set and method).
+    For HSO, ``delta_icl``: its accuracy minus that of ICL (``icl``, or ``icl+cc`` for ``hso<s>+cc``) on the same
+    demonstration sets and items, with its paired CI, and ``sets_better``: the sets on which HSO is more accurate."""
     out = []
+    per_set: dict[tuple[Any, ...], tuple[list[str], np.ndarray, np.ndarray]] = {}
     for key, g in pred.groupby(["model", "dataset", "shots", "method"], sort=False):
         sets = sorted(g["demo_set"].unique())
         items = sorted(set.intersection(*(set(g.loc[g["demo_set"] == s, "item"]) for s in sets)))
@@ -520,6 +524,7 @@ def summary(pred: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, alpha: flo
             acc_b.append(draws @ correct / n)
             f1.append(_macro_f1(gold, hat, len(classes), ones)[0])
             f1_b.append(_macro_f1(gold, hat, len(classes), draws))
+        per_set[key] = items, np.array(acc), np.array(acc_b)
         acc_lo, acc_hi = np.quantile(np.mean(acc_b, axis=0), [alpha / 2, 1 - alpha / 2])
         f1_lo, f1_hi = np.quantile(np.mean(f1_b, axis=0), [alpha / 2, 1 - alpha / 2])
         out.append(dict(zip(["model", "dataset", "shots", "method"], key, strict=True)) | {
@@ -531,7 +536,21 @@ def summary(pred: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, alpha: flo
             "macro_f1_lo": float(f1_lo), "macro_f1_hi": float(f1_hi),
             "s_per_pred": float(g["seconds"].mean()),
             "prompt_s": float(g.groupby("demo_set")["prompt_seconds"].first().mean())})
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    deltas = []
+    for key in per_set:
+        base = (*key[:3], re.sub(r"^hso\d+", "icl", key[3]))
+        paired = base != key and base in per_set and per_set[base][0] == per_set[key][0] and len(
+            per_set[base][1]) == len(per_set[key][1])
+        if not paired:
+            deltas.append({"delta_icl": np.nan, "delta_icl_lo": np.nan, "delta_icl_hi": np.nan,
+                           "sets_better": np.nan})
+            continue
+        (_, hso, hso_b), (_, icl, icl_b) = per_set[key], per_set[base]
+        lo, hi = np.quantile(np.mean(hso_b - icl_b, axis=0), [alpha / 2, 1 - alpha / 2])
+        deltas.append({"delta_icl": float(np.mean(hso - icl)), "delta_icl_lo": float(lo),
+                       "delta_icl_hi": float(hi), "sets_better": int((hso > icl).sum())})
+    return pd.concat([table, pd.DataFrame(deltas, index=table.index)], axis=1) if out else table
 
 
 def finish(run_dir: Any, cfg: HSOFewShotConfig | None = None) -> Any:
@@ -587,13 +606,18 @@ def report_text(table: pd.DataFrame, balance: pd.DataFrame, cfg: HSOFewShotConfi
              "the frozen last hidden state, trained on the same demonstrations. s/pred: wall time of one prediction "
              "(the item's forward with all candidates; the head: its feature forward); prompt s: once per "
              "demonstration set (HSO included).", "",
-             "| model | dataset | k | method | items | accuracy | macro-F1 | s/pred | prompt s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Δ vs ICL: HSO's accuracy minus ICL's (with calibration for +cc) on the same sets and items, in points "
+             "[95% paired bootstrap CI over items], and on how many sets HSO is more accurate.", "",
+             "| model | dataset | k | method | items | accuracy | macro-F1 | Δ vs ICL | s/pred | prompt s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
+        delta = "—" if pd.isna(r.delta_icl) else (
+            f"{100 * r.delta_icl:+.1f} [{100 * r.delta_icl_lo:+.1f}, {100 * r.delta_icl_hi:+.1f}], "
+            f"{int(r.sets_better)}/{r.demo_sets} sets")
         lines.append(f"| {r.model} | {r.dataset} | {r.shots} | {r.method} | {r.items} | "
                      f"{ci(r.accuracy, r.accuracy_std, r.accuracy_lo, r.accuracy_hi)} | "
-                     f"{ci(r.macro_f1, r.macro_f1_std, r.macro_f1_lo, r.macro_f1_hi)} | {r.s_per_pred:.3f} | "
-                     f"{r.prompt_s:.2f} |")
+                     f"{ci(r.macro_f1, r.macro_f1_std, r.macro_f1_lo, r.macro_f1_hi)} | {delta} | "
+                     f"{r.s_per_pred:.3f} | {r.prompt_s:.2f} |")
     lines += ["", "Class balance of the test items (stratified: each data set's own class shares):", ""]
     for (model, dataset), g in balance.groupby(["model", "dataset"], sort=False):
         if model != balance["model"].iloc[0]:

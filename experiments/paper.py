@@ -27,7 +27,7 @@ import math
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +39,21 @@ from analysis.contamination import mode_rates, quality_by_setting
 from analysis.frames import CONFIG, ROWS_JSONL, ROWS_PARQUET, is_true, load_run, rows
 from analysis.likelihood import MODE_FAMILY
 from experiments.report import CALIBRATION, TOY, render_figures, summary_table
+from figures import hso as hso_figures
+from figures import hso_fewshot as fewshot_figures
+from figures import recurrence as recurrence_figures
+from figures import style
 from models.errors import InputError
 
 __all__ = ["EXPERIMENTS", "INSTALL_TEX", "N_BOOT", "PAIRED_BASELINE", "PLACEHOLDER", "build", "calibration_numbers",
            "conditional_latex", "definitions", "generate", "numbers", "summary_latex", "tex_escape", "tex_number"]
 
-EXPERIMENTS = ("modes", "contamination", "conditional")
-OWN_TABLES = ("hso_perplexity", "hso_fewshot", "recurrence")
-"""Run directories whose rows are not search results (perplexity per segment, few-shot predictions): their tables
-and figures are their own run's report.md, not this module's."""
+EXPERIMENTS = ("modes", "contamination", "conditional", "modes_gemma3", "modes_gemma3_hso")
 """The experiments paper.tex discusses, in its order; a run under another name is generated too."""
+OWN_TABLES = ("hso_perplexity", "hso_fewshot", "recurrence")
+"""Run directories whose rows are not search results (perplexity per segment, few-shot predictions): their
+tables are their own run's summary.csv (``OWN_SUMMARIES``) and their figures are drawn from the committed tables
+by their own ``figures`` module."""
 PAIRED_BASELINE = "beam5"
 """The method every other one is compared with by paired bootstrap: the beam width of common NMT practice."""
 N_BOOT = 1000
@@ -153,6 +158,13 @@ def _training_numbers(df: pd.DataFrame) -> Iterator[Number]:
         yield _number(f"training.{_slug(key)}", value, 2 if "loss" in key else 1)
 
 
+def _config_numbers(config: dict[str, Any]) -> Iterator[Number]:
+    """``config.<key>`` for every key of a run's config.json (``config.<key>.<name>`` for a per-name mapping)."""
+    for key, value in config.get("config", {}).items():
+        for name, item in value.items() if isinstance(value, dict) else [(None, value)]:
+            yield f"config.{key}" + ("" if name is None else f".{_slug(name)}"), item, _config_text(item)
+
+
 def _run_numbers(df: pd.DataFrame, config: dict[str, Any]) -> Iterator[Number]:
     yield _number("sources", df["example_id"].nunique(), 0)
     yield _number("rows", len(df), 0)
@@ -161,8 +173,7 @@ def _run_numbers(df: pd.DataFrame, config: dict[str, Any]) -> Iterator[Number]:
         yield column, names, tex_escape(names)
     if "run_id" in config:
         yield "runid", config["run_id"], tex_escape(config["run_id"])
-    for key, value in config.get("config", {}).items():
-        yield f"config.{key}", value, _config_text(value)
+    yield from _config_numbers(config)
     if "source_tokens" in df.columns:
         lengths = df.groupby("example_id")["source_tokens"].first().astype(float)
         yield _number("sourcetokens.mean", lengths.mean())
@@ -412,6 +423,27 @@ class OwnSummary:
     shown: tuple[str, ...]
     metrics: tuple[Metric, ...]
     keys: tuple[str, ...] = ()
+    figures: tuple[tuple[str, str, Callable[[pd.DataFrame], Any]], ...] = ()
+    """(figure name, the run's table it is drawn from, the plot: a ``figures.style.Requires.plot``)"""
+    extra: Callable[[dict[str, Any]], Iterator[Number]] | None = None
+    """More numbers, from the run's config.json (e.g. how the model under study was trained)."""
+
+
+def _recurrence_module_numbers(config: dict[str, Any]) -> Iterator[Number]:
+    """How the recurrence module of a ``recurrence`` run was trained (its ``recurrence.json``): ``module.*``."""
+    from models.recurrence import SETTINGS_FILE, module_folder
+
+    meta = json.loads((module_folder(config["config"]["module"]) / SETTINGS_FILE).read_text())
+    yield _number("module.parameters", meta["n_parameters"] / 1e6, 2)
+    yield _number("module.steps", meta["steps"], 0)
+    yield _number("module.minutes", meta["training_seconds"] / 60, 0)
+    yield _number("module.traintokens", meta["n_train_tokens"] / 1e6, 1)
+    for key in ("dev_nll", "dev_nll_base"):
+        yield _number(f"module.{_slug(key)}", meta["final"][key], 3)
+    for key, value in meta["settings"].items():
+        yield f"module.{_slug(key)}", value, _config_text(value)
+    for key in ("k_windows", "windows", "batch"):
+        yield f"module.config.{_slug(key)}", meta["config"][key], _config_text(meta["config"][key])
 
 
 OWN_SUMMARIES: dict[str, OwnSummary] = {
@@ -419,16 +451,23 @@ OWN_SUMMARIES: dict[str, OwnSummary] = {
     "hso_perplexity": OwnSummary(("model", "domain", "name"), keys=("model", "domain", "method"), metrics=(
         Metric("perplexity", "ppl", "ppl", "ppl_lo", "ppl_hi"),
         Metric("Δ log-ppl", "dlogppl", "delta_logppl", "delta_lo", "delta_hi", 3),
-        Metric("s/token", "stoken", "s_per_token", digits=3), Metric("state MB", "statemb", "state_mb", digits=0))),
+        Metric("s/token", "stoken", "s_per_token", digits=3), Metric("state MB", "statemb", "state_mb", digits=0)),
+        figures=(("hso_perplexity", "summary.csv", hso_figures.perplexity),
+                 ("hso_steps", "tuning.csv", hso_figures.steps))),
     "hso_fewshot": OwnSummary(("model", "dataset", "shots", "method"), metrics=(
         Metric("accuracy %", "accuracy", "accuracy", "accuracy_lo", "accuracy_hi", 1, 100.0),
         Metric("macro-F1 %", "macrof1", "macro_f1", "macro_f1_lo", "macro_f1_hi", 1, 100.0),
-        Metric("s/pred", "spred", "s_per_pred", digits=3))),
+        Metric("Δ acc. vs ICL", "dicl", "delta_icl", "delta_icl_lo", "delta_icl_hi", 1, 100.0),
+        Metric("s/pred", "spred", "s_per_pred", digits=3)),
+        figures=(("hso_fewshot", "summary.csv", fewshot_figures.accuracy),
+                 ("hso_fewshot_steps", "summary.csv", fewshot_figures.steps))),
     "recurrence": OwnSummary(("domain", "method"), metrics=(
         Metric("perplexity", "ppl", "ppl", "ppl_lo", "ppl_hi"),
         Metric("Δ vs sliding+sink", "dsliding", "delta_sliding", "delta_sliding_lo", "delta_sliding_hi", 3),
         Metric("Δ vs full", "dfull", "delta_full", "delta_full_lo", "delta_full_hi", 3),
-        Metric("s/token", "stoken", "s_per_token", digits=4), Metric("state MB", "statemb", "state_mb", digits=1))),
+        Metric("s/token", "stoken", "s_per_token", digits=4), Metric("state MB", "statemb", "state_mb", digits=1)),
+        figures=(("recurrence_memory", "summary.csv", recurrence_figures.memory),
+                 ("recurrence_time", "summary.csv", recurrence_figures.time)), extra=_recurrence_module_numbers),
 }
 
 
@@ -517,10 +556,17 @@ def generate(results: Path, paper_dir: Path) -> Path:
             continue
         latex, found = own_summary(experiment, pd.read_csv(summary))
         table_path.write_text(latex)
-        frames.append(found)
-        for figure in sorted((results / experiment / "figures").glob("*.pdf")):
-            (out / experiment).mkdir(exist_ok=True)
-            shutil.copy(figure, out / experiment / figure.name)
+        config_path = results / experiment / CONFIG
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        add = OWN_SUMMARIES[experiment].extra
+        more = pd.DataFrame([*_config_numbers(config), *(add(config) if add and config else [])],
+                            columns=["key", "value", "tex"])
+        frames += [found, more.assign(key=experiment + "." + more["key"])]
+        for name, table_file, plot in OWN_SUMMARIES[experiment].figures:
+            try:
+                style.save(plot(pd.read_csv(results / experiment / table_file)), out / experiment / name)
+            except (OSError, ValueError) as err:  # a run without that table or those rows: the figure's placeholder
+                print(f"{experiment}: no figure {name}: {err}")
         notes.append(f"{experiment}: {results / experiment}")
         print(f"{experiment}: {summary} -> {table_path.name}, {len(found)} numbers")
     _write_numbers(out / NUMBERS, frames, notes)

@@ -145,7 +145,25 @@ def test_summary_statistics():
     assert row["accuracy"] == pytest.approx(0.75) and row["accuracy_std"] == pytest.approx(np.std([0.5, 1], ddof=1))
     # set 0 predicts a everywhere: F1(a) = 2*5/(5+10), F1(b) = 0; set 1 is perfect
     assert row["macro_f1"] == pytest.approx((2 * 5 / 15 / 2 + 1) / 2)
-    assert row["accuracy_lo"] <= row["accuracy"] <= row["accuracy_hi"]
+    assert row["accuracy_lo"] <= row["accuracy"] <= row["accuracy_hi"] and np.isnan(row["delta_icl"])
+
+
+def test_summary_pairs_hso_with_icl_on_the_same_sets_and_items():
+    """hso1 fixes items 0-1 of set 0 and item 0 of set 1 that ICL gets wrong (ICL: 6/10 right on both sets), and
+    breaks none: +15 points, better on both sets; the calibrated variants are paired with each other."""
+    def rows(method, wrong):
+        return [{"model": "m", "dataset": "d", "shots": 1, "method": method, "demo_set": s, "item": str(i),
+                 "gold": "a", "pred": "b" if i in wrong[s] else "a", "seconds": 0.1, "prompt_seconds": 1.0}
+                for s in range(2) for i in range(10)]
+
+    icl_wrong = {0: {0, 1, 2, 3}, 1: {0, 1, 2, 3}}
+    pred = pd.DataFrame(rows("icl", icl_wrong) + rows("hso1", {0: {2, 3}, 1: {1, 2, 3}})
+                        + rows("icl+cc", icl_wrong) + rows("hso1+cc", icl_wrong))
+    table = fs.summary(pred, n_boot=300).set_index("method")
+    assert table.loc["hso1", "delta_icl"] == pytest.approx(0.15) and table.loc["hso1", "sets_better"] == 2
+    assert 0 <= table.loc["hso1", "delta_icl_lo"] < 0.15 < table.loc["hso1", "delta_icl_hi"]  # never worse: lo >= 0
+    assert table.loc["hso1+cc", "delta_icl"] == 0 and table.loc["hso1+cc", "sets_better"] == 0
+    assert np.isnan(table.loc["icl", "delta_icl"]) and np.isnan(table.loc["icl+cc", "delta_icl"])
 
 
 @pytest.fixture()

@@ -143,7 +143,7 @@ def test_every_number_in_the_text_is_generated(built: Path) -> None:
     macros = _macros(built / "generated" / paper.NUMBERS)
     quoted = set(re.findall(r"\\measured\{([^}#]+)\}", tex))
     quoted |= {f"{k}{s}" for k in re.findall(r"\\measuredci\{([^}#]+)\}", tex) for s in ("", ".lo", ".hi")}
-    assert {k.split(".")[0] for k in quoted} <= {"def", *paper.EXPERIMENTS}
+    assert {k.split(".")[0] for k in quoted} <= {"def", *paper.EXPERIMENTS, *paper.OWN_TABLES}
     assert sorted(k for k in quoted if k.split(".")[0] in ("def", "modes") and k not in macros) == []
     assert len(quoted) > 40
 
@@ -155,11 +155,13 @@ def test_paper_sources_are_consistent() -> None:
     bib_keys = set(re.findall(r"@\w+\{([^,]+),", (REPO_PAPER / "refs.bib").read_text()))
     cited = {k.strip() for group in re.findall(r"\\cite\w*(?:\[[^]]*\])?\{([^}]+)\}", body) for k in group.split(",")}
     assert cited and cited <= bib_keys
-    # every run-table figure, the critical-eps figure drawn from a contamination run's toy check, and the calibration
-    # figure drawn from a conditional run's calibration table
+    # every run-table figure, the critical-eps figure drawn from a contamination run's toy check, the calibration
+    # figure drawn from a conditional run's calibration table, and figures the own-table experiments draw
     drawn = {name for _, name in re.findall(r"\\genfigure\{(\w+)\}\{(\w+)\}", body)}
-    assert drawn == {*FIGURES, "critical_epsilon", "calibration"}
-    assert set(re.findall(r"\\gentable\{(\w+)\}", body)) == set(paper.EXPERIMENTS)
+    own = {name for spec in paper.OWN_SUMMARIES.values() for name, _, _ in spec.figures}
+    assert {*FIGURES, "critical_epsilon", "calibration"} <= drawn <= {*FIGURES, "critical_epsilon", "calibration", *own}
+    tables = set(re.findall(r"\\gentable\{(\w+)\}", body))
+    assert {"modes", "contamination", "conditional"} <= tables <= {*paper.EXPERIMENTS, *paper.OWN_TABLES}
     assert set(re.findall(r"\\ref\{([^}]+)\}", body)) <= set(re.findall(r"\\label\{([^}]+)\}", body))
     assert body.count("{") - body.count(r"\{") == body.count("}") - body.count(r"\}")
     assert sorted(re.findall(r"\\begin\{(\w+\*?)\}", body)) == sorted(re.findall(r"\\end\{(\w+\*?)\}", body))
@@ -206,6 +208,24 @@ def test_the_committed_conditional_run_generates_its_table_numbers_and_figures(t
     assert len(quoted) > 30 and sorted(quoted - set(macros)) == []
     assert 0 < _number(macros["conditional.bibledeenmarian.classifier.ece"]) < 0.1
     assert _number(macros["conditional.bibledeenmarian.conditional_beam200.degenerate"]) == 0
+
+
+def test_the_committed_hso_perplexity_run_draws_its_figures_from_its_tables(tmp_path: Path) -> None:
+    """paper/results/hso_perplexity as committed (figures/ is not): both figures are drawn from summary.csv and
+    tuning.csv, and every \\measured key of the HSO section that names it exists."""
+    paper_dir = _paper_copy(tmp_path)
+    shutil.copytree(REPO_PAPER / "results" / "hso_perplexity", paper_dir / "results" / "hso_perplexity",
+                    ignore=shutil.ignore_patterns("figures", "rows.jsonl"))
+    paper.generate(paper_dir / "results", paper_dir)
+    generated = paper_dir / "generated"
+    assert {p.stem for p in (generated / "hso_perplexity").glob("*.pdf")} == {"hso_perplexity", "hso_steps"}
+    assert "\\toprule" in (generated / "hso_perplexity_summary.tex").read_text()
+    macros = _macros(generated / paper.NUMBERS)
+    tex = _uncommented(paper_dir / "paper.tex")
+    quoted = set(re.findall(r"\\measured\{(hso_perplexity\.[^}#]+)\}", tex))
+    quoted |= {f"{k}{s}" for k in re.findall(r"\\measuredci\{(hso_perplexity\.[^}#]+)\}", tex)
+               for s in ("", ".lo", ".hi")}
+    assert len(quoted) > 10 and sorted(quoted - set(macros)) == []
 
 
 def test_lq_paper_without_latexmk_prints_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
