@@ -12,6 +12,8 @@ per class. The defaults give R8 and the tweets 8 demonstrations each (1 x 8 topi
 one per topic: 4 or 8 per class on R8 would be 32-64 articles, beyond Gemma-3's 512-token sliding window (the
 explicit attention mask HSO needs is applied as given, so every prompt must fit that window) and this CPU.
 ``demo_sets`` demonstration sets are drawn per (data set, k), seeded, from the training rows, in random order.
+``model_shots`` runs a model with a subset of a data set's ``shots`` (the committed run: Gemma-3 on the tweets with
+2 per class only, to fit this CPU); the demonstration sets and test items do not depend on the model.
 
 Test items: ``test_items`` per data set, a class-proportional (stratified) sample taken from the test split first,
 then dev, then training rows (needed by chatterbot only; nothing is trained on them, and demonstrations are drawn
@@ -92,6 +94,7 @@ class HSOFewShotConfig:
     datasets: list[str] = field(default_factory=lambda: list(DATASETS))
     shots: dict[str, list[int]] = field(default_factory=lambda: {
         "reuters-r8": [1], "election-tweets": [4], "chatterbot": [1]})
+    model_shots: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # a model's own subset of ``shots``
     demo_sets: int = 5
     test_items: int = 500
     hso_steps: list[int] = field(default_factory=lambda: [1, 3, 5])
@@ -106,8 +109,12 @@ class HSOFewShotConfig:
     seed: int = 0
     device: str = "cpu"
 
+    def shots_of(self, model: str, dataset: str) -> list[int]:
+        """The shots ``model`` is run with on ``dataset``: its ``model_shots`` where given, else ``shots``."""
+        return self.model_shots.get(model, {}).get(dataset, self.shots[dataset])
+
     def __post_init__(self) -> None:
-        shots_ok = isinstance(self.shots, dict) and all(
+        shots_ok = isinstance(self.shots, dict) and set(self.datasets) <= set(self.shots) and all(
             isinstance(v, list) and v and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in v)
             for v in self.shots.values())
         check("hso-fewshot", {
@@ -115,7 +122,12 @@ class HSOFewShotConfig:
             f"datasets must be a non-empty list of {', '.join(DATASETS)}": bool(self.datasets)
             and set(self.datasets) <= set(DATASETS),
             "shots must map every data set to a non-empty list of integers >= 1 (demonstrations per class)":
-                shots_ok and set(self.datasets) <= set(self.shots),
+                shots_ok,
+            "model_shots must map models of the run to data sets of the run and non-empty subsets of their shots":
+                shots_ok and isinstance(self.model_shots, dict) and set(self.model_shots) <= set(self.models)
+                and all(isinstance(v, dict) and set(v) <= set(self.datasets) and all(
+                    isinstance(k, list) and k and set(k) <= set(self.shots[d]) for d, k in v.items())
+                    for v in self.model_shots.values()),
             "demo_sets, test_items, max_words, n_boot, batch must be >= 1":
                 min(self.demo_sets, self.test_items, self.max_words, self.n_boot, self.batch) >= 1,
             "hso_steps must be a list of integers >= 1": all(s >= 1 for s in self.hso_steps),
@@ -378,7 +390,7 @@ def _run_model(run: RunDir, model_name: str, cfg: HSOFewShotConfig, tasks: dict[
         prep = prepare(task, tok, cfg, limit)
         items = list(zip(prep.task.test["id"], prep.task.test["label"], prep.items, strict=True))
         cf = [(f"cf{i}", None, ids) for i, ids in enumerate(prep.content_free)]
-        todo = [(k, s, m, steps) for k in cfg.shots[name] for s in range(cfg.demo_sets)
+        todo = [(k, s, m, steps) for k in cfg.shots_of(model_name, name) for s in range(cfg.demo_sets)
                 for m, steps in [*_methods(cfg), ("head", 0)]]
         total = sum(_unit(model_name, name, k, s, m, i) not in done for k, s, m, _ in todo
                     for i, _, _ in (items if m == "head" else cf + items))

@@ -427,6 +427,8 @@ class OwnSummary:
     """(figure name, the run's table it is drawn from, the plot: a ``figures.style.Requires.plot``)"""
     extra: Callable[[dict[str, Any]], Iterator[Number]] | None = None
     """More numbers, from the run's config.json (e.g. how the model under study was trained)."""
+    printed: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Only the rows with these values are printed (every row's numbers are generated)."""
 
 
 def _recurrence_module_numbers(config: dict[str, Any]) -> Iterator[Number]:
@@ -461,7 +463,7 @@ OWN_SUMMARIES: dict[str, OwnSummary] = {
         Metric("s/pred", "spred", "s_per_pred", digits=3)),
         figures=(("hso_fewshot", "summary.csv", fewshot_figures.accuracy),
                  ("hso_fewshot_steps", "summary.csv", fewshot_figures.steps))),
-    "recurrence": OwnSummary(("domain", "method"), metrics=(
+    "recurrence": OwnSummary(("domain", "method"), printed={"domain": "all"}, metrics=(
         Metric("perplexity", "ppl", "ppl", "ppl_lo", "ppl_hi"),
         Metric("Δ vs sliding+sink", "dsliding", "delta_sliding", "delta_sliding_lo", "delta_sliding_hi", 3),
         Metric("Δ vs full", "dfull", "delta_full", "delta_full_lo", "delta_full_hi", 3),
@@ -475,18 +477,21 @@ def own_summary(experiment: str, table: pd.DataFrame) -> tuple[str, pd.DataFrame
     """An OWN_TABLES experiment's ``summary.csv`` as a booktabs tabular ("value [lo, hi]") and its numbers, keyed
     ``<experiment>.<row key parts>.<metric>``."""
     spec = OWN_SUMMARIES[experiment]
-    cells = pd.DataFrame({k: [tex_escape(v) for v in table[k]] for k in spec.shown})
+    printed = pd.Series(True, index=table.index)
+    for name, value in spec.printed.items():
+        printed &= table[name].astype(str) == value
+    cells = pd.DataFrame({k: [tex_escape(v) for v in table.loc[printed, k]] for k in spec.shown})
     found: list[Number] = []
     row_keys = [".".join(_slug(str(v)) or "x" for v in row)
                 for row in table[list(spec.keys or spec.shown)].itertuples(index=False)]
     def column(name: str | None, scale: float) -> pd.Series:
-        return table[name] * scale if name is not None and name in table else pd.Series([math.nan] * len(table))
+        return table[name] * scale if name is not None and name in table else pd.Series(math.nan, index=table.index)
 
     for m in spec.metrics:
         value, lo, hi = (column(c, m.scale) for c in (m.value, m.lo, m.hi))
         cells[m.label] = [tex_number(v, m.digits) if m.lo is None or pd.isna(v) else
                           f"{tex_number(v, m.digits)} [{tex_number(a, m.digits)}, {tex_number(b, m.digits)}]"
-                          for v, a, b in zip(value, lo, hi, strict=True)]
+                          for v, a, b in zip(value[printed], lo[printed], hi[printed], strict=True)]
         for key, v, a, b in zip(row_keys, value, lo, hi, strict=True):
             found += _interval(f"{key}.{m.key}", v, a, b, m.digits) if m.lo else [_number(f"{key}.{m.key}", v,
                                                                                           m.digits)]

@@ -228,3 +228,15 @@ def test_bad_config_values_are_config_errors():
         fs.HSOFewShotConfig(label_score="max")
     with pytest.raises(ValueError, match="shots"):
         fs.HSOFewShotConfig(shots={"reuters-r8": [0]})
+    with pytest.raises(ValueError, match="model_shots"):
+        fs.HSOFewShotConfig(models=["m"], model_shots={"m": {"election-tweets": [2]}})  # 2 is not among shots
+    with pytest.raises(ValueError, match="model_shots"):
+        fs.HSOFewShotConfig(models=["m"], model_shots={"other": {"election-tweets": [4]}})
+
+
+def test_model_shots_run_a_model_on_a_subset_of_the_shots():
+    cfg = fs.HSOFewShotConfig(models=["a", "b"], shots={"reuters-r8": [1], "election-tweets": [2, 4],
+                                                        "chatterbot": [1]},
+                              model_shots={"b": {"election-tweets": [2]}})
+    assert cfg.shots_of("a", "election-tweets") == [2, 4] and cfg.shots_of("b", "election-tweets") == [2]
+    assert cfg.shots_of("b", "reuters-r8") == [1]
