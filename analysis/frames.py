@@ -66,6 +66,8 @@ OPTIONAL_COLUMNS: dict[str, tuple[str, str]] = {
     "classifier_calls": ("Int64", "conditional beam search: batched classifier calls"),
     "classifier_rows": ("Int64", "conditional beam search: prefixes the classifier scored"),
     "seed_logprob": ("Float64", "exact search: the log-probability of the beam search output that seeded its bound"),
+    "tree_mb": ("Float64", "exact search: memory its search tree allocated (MB; decoding.best_first)"),
+    "bytes_per_node": ("Float64", "exact search: tree_mb per expanded node, in bytes"),
     "epsilon": ("Float64", "contamination experiment: share of contaminated training targets"),
     "noise": ("string", "contamination experiment: what the contaminated targets are (empty, copy; none: control)"),
     "steps": ("Int64", "contamination experiment: fine-tuning steps"),

@@ -51,6 +51,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "beam_size": ("Int64", "beam width k"),
     "budget_s": ("Float64", "an exact search's time budget (seconds)"),
     "max_nodes": ("Int64", "an exact search's node budget (missing: none)"),
+    "max_memory_mb": ("Float64", "an exact search's budget of search-tree memory, MB (missing: none)"),
     "constraints": ("string", "constraints the output must meet, e.g. MinLength(1)"),
     "candidates": ("Int64", "conditional beam search: next tokens per beam the classifier scores (missing: all)"),
     "length_offsets": ("string", "length-conditional search: the lengths searched, as offsets from the reference's"),

@@ -63,6 +63,8 @@ class Run:
     wall_s: float
     seed: decoding.SearchResult | None = None
     seed_wall_s: float = 0.0
+    tree_mb: float = math.nan  # what exact_search's tree allocated (stats.extra)
+    bytes_per_node: float = math.nan
     limit_s: float = math.nan
 
 
@@ -154,7 +156,9 @@ def run_exact(lm: Any, prompt: Sequence[int], *, max_len: int, max_seconds: floa
     best = res.best
     return Run(best.token_ids if best else None, best.logprob if best else -math.inf, res.certified,
                res.stats.nodes, res.stats.forward_calls, wall,
-               limit_s=limit_seconds(lm, prompt, recording.calls, recording.starts))
+               limit_s=limit_seconds(lm, prompt, recording.calls, recording.starts),
+               tree_mb=res.stats.extra.get("tree_mb", math.nan),
+               bytes_per_node=res.stats.extra.get("bytes_per_node", math.nan))
 
 
 class Recording:
@@ -295,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "yes" if r.certified else "NO (budget hit)", f"{r.logprob:.6f}", show(tok, r.token_ids)))
         print(table(rows))
         print(f"speed ratio (baseline wall / exact_search wall): {ratio:.2f}x; exact_search's forwards as plain "
-              f"model calls (the limit): {ours.limit_s:.2f} s, exact wall / limit {ours.wall_s / ours.limit_s:.2f}")
+              f"model calls (the limit): {ours.limit_s:.2f} s, exact wall / limit {ours.wall_s / ours.limit_s:.2f}; "
+              f"search tree {ours.tree_mb:.1f} MB, {ours.bytes_per_node / 1024:.1f} KiB per expanded node")
         limit_total += ours.limit_s
         if ok:
             print(f"same certified mode: yes (|delta logprob| = {abs(ours.logprob - base.logprob):.2e})\n")
@@ -349,7 +354,7 @@ def seq2seq_main(lm: Any, tok: Any, args: argparse.Namespace) -> int:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     decoding.beam_search(lm, sources[0], beam_size=2, max_len=3)  # warm-up, untimed
     header = ("verse", "source tokens", "nodes", "forward calls", "wall s", "limit s", "wall / limit", "nodes/s",
-              "certified")
+              "tree MB", "KiB/node", "certified")
     rows: list[tuple[str, ...]] = [header]
     totals = [0, 0, 0.0, 0.0, 0]
     for i, source in enumerate(sources):
@@ -357,12 +362,12 @@ def seq2seq_main(lm: Any, tok: Any, args: argparse.Namespace) -> int:
                       seed_beam_size=args.seed_beam_size, batch_size=args.batch_size)
         rows.append((str(i), str(len(source)), str(r.nodes), str(r.forward_calls), f"{r.wall_s:.2f}",
                      f"{r.limit_s:.2f}", f"{r.wall_s / r.limit_s:.2f}", f"{r.nodes / r.wall_s:.0f}",
-                     "yes" if r.certified else "NO"))
+                     f"{r.tree_mb:.1f}", f"{r.bytes_per_node / 1024:.1f}", "yes" if r.certified else "NO"))
         for j, v in enumerate((r.nodes, r.forward_calls, r.wall_s, r.limit_s, int(r.certified))):
             totals[j] += v
     n, f, w, limit, certified = totals
     rows.append(("TOTAL", "", str(n), str(f), f"{w:.2f}", f"{limit:.2f}", f"{w / limit:.2f}", f"{n / w:.0f}",
-                 f"{certified}/{len(sources)}"))
+                 "", "", f"{certified}/{len(sources)}"))
     print(table(rows))
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0

@@ -11,6 +11,11 @@ Cost on real models:
 - up to ``batch_size`` frontier nodes (of any depths) are expanded in one forward call;
 - EOS children are checked when their parent is expanded and become incumbents at once.
 
+Memory: the tree's size is counted as it grows (the adapter's ``cache_bytes`` of every new batch of rows, plus
+each kept node's child list) into ``stats.extra["tree_mb"]`` and ``["bytes_per_node"]``; it is what the search
+allocated, an upper bound on what it holds (rows of nodes that keep no child are freed with their batch).
+``max_memory_mb`` stops the search there, like the other budgets.
+
 Policies decide which prefixes are still useful and record finished hypotheses.
 """
 
@@ -62,13 +67,18 @@ class Frontier:
 
 
 def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Constraint], policy: Policy, *,
-               batch_size: int, max_nodes: int | None, max_seconds: float | None) -> Frontier | None:
+               batch_size: int, max_nodes: int | None, max_seconds: float | None,
+               max_memory_mb: float | None = None) -> Frontier | None:
     """Run to completion (returns None) or until a budget is hit (returns the unexplored frontier)."""
     eos = model.eos_id
     tie = itertools.count()
     heap: list[tuple[float, int, _Node, int]] = []  # (-child logprob, tie-break, parent, child rank)
+    tree_bytes = expanded = 0
 
     def expand(nodes: list[_Node], state: Any) -> None:
+        nonlocal tree_bytes, expanded
+        tree_bytes += model.cache_bytes(state)
+        expanded += len(nodes)
         lp = model.logprobs(state).double()  # (n, V)
         base = torch.tensor([n.logprob for n in nodes], dtype=torch.float64, device=lp.device)
         scores = restricted(constraints, [n.prefix for n in nodes], source, lp + base[:, None], eos)
@@ -85,8 +95,11 @@ def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Co
                 values = children[keep]
                 order = torch.sort(values, descending=True, stable=True).indices  # ties: lower token id first
                 node.child_tokens, node.child_lps = keep[order], values[order]
+                tree_bytes += node.child_tokens.nbytes + node.child_lps.nbytes
                 node.state = model.select(stripped, torch.tensor([row], device=lp.device))
                 heapq.heappush(heap, (-float(node.child_lps[0]), next(tie), node, 0))
+        model.stats.extra["tree_mb"] = tree_bytes / 2**20
+        model.stats.extra["bytes_per_node"] = tree_bytes / expanded
 
     root = model.start(source)
     device = model.logprobs(root).device
@@ -96,6 +109,8 @@ def best_first(model: Counted, source: tuple[int, ...], constraints: Sequence[Co
             model.stats.budget_hit = "max_nodes"
         elif max_seconds is not None and model.elapsed() >= max_seconds:
             model.stats.budget_hit = "max_seconds"
+        elif max_memory_mb is not None and tree_bytes >= max_memory_mb * 2**20:
+            model.stats.budget_hit = "max_memory_mb"
         if model.stats.budget_hit:
             return Frontier([(len(p.prefix) + 1, -neg) for neg, _, p, _ in heap])
         room = batch_size if max_nodes is None else min(batch_size, max_nodes - model.stats.nodes)

@@ -35,15 +35,16 @@ class _Mode:
 
 def exact_search(lm: LanguageModel, source_ids: Sequence[int], *, max_len: int, min_len: int = 0,
                  constraints: Sequence[Constraint] = (), lower_bound: float | None = None,
-                 max_nodes: int | None = None, max_seconds: float | None = None, batch_size: int = 16,
-                 seed_beam_size: int = 4) -> SearchResult:
+                 max_nodes: int | None = None, max_seconds: float | None = None,
+                 max_memory_mb: float | None = None, batch_size: int = 16, seed_beam_size: int = 4) -> SearchResult:
     """The mode of p(y | x) over finished y with ``min_len <= len(y) <= max_len`` (EOS excluded) satisfying
     every constraint.
 
     ``lower_bound`` (a log-probability, <= 0) replaces the beam seed: only outputs with log-probability >= it are
     searched for, and an empty result then certifies that none exists. ``certified`` is True iff no budget
-    (``max_nodes`` expanded prefixes, ``max_seconds`` wall time, beam seed included) was hit; otherwise the best
-    output found is returned and ``stats.upper_bound`` bounds the true mode's log-probability from above.
+    (``max_nodes`` expanded prefixes, ``max_seconds`` wall time, beam seed included, ``max_memory_mb`` of search
+    tree: ``stats.extra["tree_mb"]``, see ``decoding.best_first``) was hit; otherwise the best output found is
+    returned and ``stats.upper_bound`` bounds the true mode's log-probability from above.
 
     The certificate is exact for the log-probabilities the model computes. In float32, a batched (padded)
     forward and a single-row one differ by ~1e-6 per token, so outputs within ~1e-5 of the mode are numerically
@@ -51,7 +52,7 @@ def exact_search(lm: LanguageModel, source_ids: Sequence[int], *, max_len: int, 
     """
     source = search_inputs(lm, source_ids, max_len=max_len, min_len=min_len, constraints=constraints,
                            lower_bound=lower_bound, max_nodes=max_nodes, max_seconds=max_seconds,
-                           batch_size=batch_size, seed_beam_size=seed_beam_size)
+                           max_memory_mb=max_memory_mb, batch_size=batch_size, seed_beam_size=seed_beam_size)
     rules = length_constraints(min_len, max_len, constraints)
     stats = SearchStats()
     model = Counted(lm, stats)
@@ -64,7 +65,7 @@ def exact_search(lm: LanguageModel, source_ids: Sequence[int], *, max_len: int, 
         for hyp in seed.hypotheses:
             policy.offer(hyp)
     frontier = best_first(model, source, rules, policy, batch_size=batch_size, max_nodes=max_nodes,
-                          max_seconds=max_seconds)
+                          max_seconds=max_seconds, max_memory_mb=max_memory_mb)
     best = policy.best
     found = best.logprob if best is not None else -math.inf
     stats.upper_bound = max([found] + [lp for _, lp in frontier.pending]) if frontier else found

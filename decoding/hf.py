@@ -24,7 +24,7 @@ from torch import Tensor
 from transformers import DynamicCache, EncoderDecoderCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
-from decoding.protocol import as_ids, check_finite
+from decoding.protocol import as_ids, check_finite, storage_bytes
 from decoding.types import SearchInputError
 from decoding.validate import token_id, token_ids
 
@@ -181,6 +181,14 @@ class _HFBase:
 
     def logprobs(self, state: HFState) -> Tensor:
         return state.logprobs
+
+    def cache_bytes(self, state: HFState) -> int:
+        """Bytes of the rows' newest keys and values (one storage per batch), plus the source's encodings for the
+        root: what keeping the state's rows costs (``decoding.protocol.CacheBytes``)."""
+        tensors: list[Tensor | None] = [n.kv for n in state.nodes]
+        if any(n.parent is None for n in state.nodes):
+            tensors += [state.source.encoder_hidden, *(t for kv in state.source.cross_kv or [] for t in kv)]
+        return storage_bytes(tensors)
 
     def hidden(self, state: HFState) -> Tensor:
         """(n, d) final-layer hidden state at each row's last position: the input of the LM head."""

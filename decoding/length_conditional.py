@@ -42,14 +42,15 @@ class _PerLength:
 
 def length_conditional_modes(lm: LanguageModel, source_ids: Sequence[int], *, lengths: Collection[int],
                              constraints: Sequence[Constraint] = (), max_nodes: int | None = None,
-                             max_seconds: float | None = None, batch_size: int = 16,
-                             seed_beam_size: int = 4) -> dict[int, SearchResult]:
+                             max_seconds: float | None = None, max_memory_mb: float | None = None,
+                             batch_size: int = 16, seed_beam_size: int = 4) -> dict[int, SearchResult]:
     """``{L: result}`` for every L in ``lengths`` (non-negative ints): each result's ``best`` is the most probable
     finished output of exactly L tokens (EOS excluded; empty ``hypotheses`` if none satisfies the constraints). All
     results share one search's stats; each is ``certified`` iff no unexpanded prefix of depth <= L could still beat
     it when the search stopped."""
     source = search_inputs(lm, source_ids, lengths=lengths, constraints=constraints, max_nodes=max_nodes,
-                           max_seconds=max_seconds, batch_size=batch_size, seed_beam_size=seed_beam_size)
+                           max_seconds=max_seconds, max_memory_mb=max_memory_mb, batch_size=batch_size,
+                           seed_beam_size=seed_beam_size)
     wanted = sorted({int(n) for n in lengths})
     stats = SearchStats()
     policy = _PerLength(wanted)
@@ -62,7 +63,7 @@ def length_conditional_modes(lm: LanguageModel, source_ids: Sequence[int], *, le
             for hyp in seed.hypotheses:
                 policy.offer(hyp)
     frontier = best_first(model, source, [MaxLength(wanted[-1]), *constraints], policy, batch_size=batch_size,
-                          max_nodes=max_nodes, max_seconds=max_seconds)
+                          max_nodes=max_nodes, max_seconds=max_seconds, max_memory_mb=max_memory_mb)
     model.finish()
     results = {}
     for n in wanted:

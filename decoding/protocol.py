@@ -70,6 +70,26 @@ class HiddenStates(Protocol):
         ...
 
 
+@runtime_checkable
+class CacheBytes(Protocol):
+    """An adapter that says what its states hold in memory (exact search's ``max_memory_mb`` budget)."""
+
+    def cache_bytes(self, state: Any) -> int:
+        """Bytes of the tensors ``state`` (a result of ``start`` or ``extend``) added: its rows' newest cache entries
+        and, for the root, the source's encodings; each storage counted once (``storage_bytes``)."""
+        ...
+
+
+def storage_bytes(tensors: Sequence[Tensor | None]) -> int:
+    """Bytes of the storages behind ``tensors``, each counted once (views of one batch share theirs)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if t is not None:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
 def as_ids(ids: Sequence[int] | Tensor, what: str = "source_ids") -> tuple[int, ...]:
     """``ids`` (a sequence or 1-D tensor of non-negative integers) as a tuple of ints."""
     return token_ids(what, ids)
@@ -122,6 +142,10 @@ class Counted:
 
     def without_logprobs(self, state: Any) -> Any:
         return self.lm.without_logprobs(state)
+
+    def cache_bytes(self, state: Any) -> int:
+        """The adapter's ``CacheBytes.cache_bytes``; 0 for an adapter that does not say (toy models)."""
+        return self.lm.cache_bytes(state) if isinstance(self.lm, CacheBytes) else 0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._t0

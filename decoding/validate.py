@@ -128,6 +128,7 @@ _RULES: dict[str, Callable[[str, Any], object]] = {
     "top_k": _optional(_count(1)),
     "seed": lambda name, value: integer(name, value, minimum=0, maximum=2 ** 64 - 1),
     "max_seconds": _optional(lambda name, value: real(name, value, above=0.0)),
+    "max_memory_mb": _optional(lambda name, value: real(name, value, above=0.0)),
     "temperature": lambda name, value: real(name, value, above=0.0),
     "top_p": _optional(lambda name, value: real(name, value, above=0.0, at_most=1.0)),
     "lower_bound": _optional(lambda name, value: real(name, value, at_most=0.0)),

@@ -67,6 +67,7 @@ class ModesConfig:
     max_len: int = 128
     max_seconds: float = 8.0
     max_nodes: int | None = None
+    max_memory_mb: float | None = 4096.0  # of one exact search's tree: a long search cannot exhaust the machine
     length_offsets: list[int] = field(default_factory=lambda: [-4, -2, 0, 2, 4])
     n_samples: int = 20
     temperature: float = 1.0
@@ -85,6 +86,7 @@ class ModesConfig:
             "max_len must be >= 1": self.max_len >= 1,
             "max_seconds must be > 0 (exact search on a real model needs a budget)": self.max_seconds > 0,
             "max_nodes must be >= 1 or None": self.max_nodes is None or self.max_nodes >= 1,
+            "max_memory_mb must be > 0 or None": self.max_memory_mb is None or self.max_memory_mb > 0,
             "n_samples must be >= 0": self.n_samples >= 0,
             "temperature must be > 0": self.temperature > 0,
             "shots must be >= 0": self.shots >= 0,
@@ -95,14 +97,14 @@ class ModesConfig:
 
 def methods(cfg: ModesConfig, lm: Any) -> list[Method]:
     """The methods of the experiment; ``max_len`` is per source (see the module docstring)."""
-    budget = {"budget_s": cfg.max_seconds, "max_nodes": cfg.max_nodes}
+    budget = {"budget_s": cfg.max_seconds, "max_nodes": cfg.max_nodes, "max_memory_mb": cfg.max_memory_mb}
 
     def beam(ex: Example, k: int) -> SearchResult:
         return beam_search(lm, ex.source_ids, beam_size=k, max_len=ex.max_len)
 
     def exact(ex: Example, constraints: Sequence[Constraint] = ()) -> SearchResult:
         return exact_search(lm, ex.source_ids, max_len=ex.max_len, constraints=constraints,
-                            max_seconds=cfg.max_seconds, max_nodes=cfg.max_nodes)
+                            max_seconds=cfg.max_seconds, max_nodes=cfg.max_nodes, max_memory_mb=cfg.max_memory_mb)
 
     def by_length(ex: Example) -> list[Found]:
         assert ex.reference_tokens is not None
@@ -110,7 +112,7 @@ def methods(cfg: ModesConfig, lm: Any) -> list[Method]:
         lengths = sorted({min(max(ref + o, 0), ex.max_len) for o in cfg.length_offsets},
                          key=lambda n: (abs(n - ref), n))
         results = length_conditional_modes(lm, ex.source_ids, lengths=lengths, max_seconds=cfg.max_seconds,
-                                           max_nodes=cfg.max_nodes)
+                                           max_nodes=cfg.max_nodes, max_memory_mb=cfg.max_memory_mb)
         return [Found(results[n].best if results[n].hypotheses else None, results[n], {"target_length": n})
                 for n in lengths]
 

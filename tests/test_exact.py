@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from decoding import (
     MaxLength,
@@ -111,6 +112,31 @@ def test_max_nodes_budget_returns_best_so_far_uncertified():
     assert cut.stats.upper_bound >= full.best.logprob
     if cut.best is not None:
         assert cut.best.logprob <= full.best.logprob
+
+
+def test_the_search_tree_is_measured_and_a_memory_budget_stops_it_uncertified(kind):
+    """Every batch of new rows costs its keys and values (one storage per batch); the tree's size is reported,
+    and a budget below it stops the search with a valid upper bound, like max_nodes."""
+    lm, source = hf_lm(kind, 1)
+    root = lm.start(source)
+    state = lm.extend(lm.select(root, torch.tensor([0, 0, 0])), torch.tensor([1, 2, 3]))
+    kv = state.nodes[0].kv  # (L, 2, H, 1, D) of one row
+    assert lm.cache_bytes(state) == 3 * kv.numel() * kv.element_size()
+    prompt = root.nodes[0].kv.numel() * kv.element_size()  # the root also holds an encoder's states
+    assert lm.cache_bytes(root) > prompt if kind == "marian" else lm.cache_bytes(root) == prompt
+    full = exact_search(lm, source, max_len=4, batch_size=3, seed_beam_size=0)
+    assert full.certified and full.stats.extra["tree_mb"] > 0
+    assert full.stats.extra["bytes_per_node"] >= kv.numel() * kv.element_size()
+    mode, lp = brute_mode(lm, source, 4)
+    assert full.best.token_ids == mode
+    cut = exact_search(lm, source, max_len=4, batch_size=3, seed_beam_size=0,
+                       max_memory_mb=full.stats.extra["tree_mb"] / 4)
+    assert not cut.certified and cut.stats.budget_hit == "max_memory_mb"
+    assert cut.stats.nodes < full.stats.nodes and cut.stats.upper_bound >= lp - 1e-5
+    roomy = exact_search(lm, source, max_len=4, batch_size=3, seed_beam_size=0, max_memory_mb=1024)
+    assert roomy.certified and roomy.best.token_ids == mode
+    by_length = length_conditional_modes(lm, source, lengths=[2], max_memory_mb=1e-6)
+    assert not by_length[2].certified and by_length[2].stats.budget_hit == "max_memory_mb"
 
 
 def test_budget_with_seed_keeps_the_beam_hypothesis():

@@ -57,6 +57,7 @@ BAD = {
     "candidates": [0, -1, 1.5, True, "3"],
     "top_k": [0, -1, 2.5, True, NAN],
     "max_seconds": [NAN, INF, -INF, 0, -1.0, "1", True],
+    "max_memory_mb": [NAN, INF, 0, -1.0, "1", True],
     "lower_bound": [NAN, INF, -INF, 0.5, "-1", True],
     "temperature": [NAN, INF, 0, 0.0, -1.0, None, "1", True],
     "top_p": [NAN, INF, 0, -0.1, 1.5, "0.5", True],
