@@ -562,7 +562,13 @@ def summary(pred: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, alpha: flo
         lo, hi = np.quantile(np.mean(hso_b - icl_b, axis=0), [alpha / 2, 1 - alpha / 2])
         deltas.append({"delta_icl": float(np.mean(hso - icl)), "delta_icl_lo": float(lo),
                        "delta_icl_hi": float(hi), "sets_better": int((hso > icl).sum())})
-    return pd.concat([table, pd.DataFrame(deltas, index=table.index)], axis=1) if out else table
+    if not out:
+        return table
+    table = pd.concat([table, pd.DataFrame(deltas, index=table.index)], axis=1)
+    # ICL and HSO by steps, the same calibrated, then the head
+    order = table.assign(_head=table["method"] == "head")
+    return table.loc[order.sort_values(["model", "dataset", "shots", "_head", "calibrated", "steps"],
+                                       kind="stable").index].reset_index(drop=True)
 
 
 def finish(run_dir: Any, cfg: HSOFewShotConfig | None = None) -> Any:
