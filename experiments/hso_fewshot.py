@@ -123,11 +123,12 @@ class HSOFewShotConfig:
             and set(self.datasets) <= set(DATASETS),
             "shots must map every data set to a non-empty list of integers >= 1 (demonstrations per class)":
                 shots_ok,
-            "model_shots must map models of the run to data sets of the run and non-empty subsets of their shots":
-                shots_ok and isinstance(self.model_shots, dict) and set(self.model_shots) <= set(self.models)
-                and all(isinstance(v, dict) and set(v) <= set(self.datasets) and all(
-                    isinstance(k, list) and k and set(k) <= set(self.shots[d]) for d, k in v.items())
-                    for v in self.model_shots.values()),
+            "model_shots must map models to data sets and non-empty subsets of their shots (entries for models "
+            "or data sets not in the run are ignored)":
+                shots_ok and isinstance(self.model_shots, dict) and all(
+                    isinstance(v, dict) and set(v) <= set(DATASETS) and all(
+                        isinstance(k, list) and k and (d not in self.datasets or set(k) <= set(self.shots[d]))
+                        for d, k in v.items()) for v in self.model_shots.values()),
             "demo_sets, test_items, max_words, n_boot, batch must be >= 1":
                 min(self.demo_sets, self.test_items, self.max_words, self.n_boot, self.batch) >= 1,
             "hso_steps must be a list of integers >= 1": all(s >= 1 for s in self.hso_steps),

@@ -231,7 +231,9 @@ def test_bad_config_values_are_config_errors():
     with pytest.raises(ValueError, match="model_shots"):
         fs.HSOFewShotConfig(models=["m"], model_shots={"m": {"election-tweets": [2]}})  # 2 is not among shots
     with pytest.raises(ValueError, match="model_shots"):
-        fs.HSOFewShotConfig(models=["m"], model_shots={"other": {"election-tweets": [4]}})
+        fs.HSOFewShotConfig(models=["m"], model_shots={"m": {"tweets": [4]}})
+    fs.HSOFewShotConfig(models=["m"], datasets=["reuters-r8"], shots={"reuters-r8": [1]},
+                        model_shots={"other": {"election-tweets": [2]}})  # not in this run: ignored
 
 
 def test_model_shots_run_a_model_on_a_subset_of_the_shots():
