@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +28,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from memory import in_fresh_process, rise_mb  # noqa: E402
 
 from experiments.corpora import load_corpus  # noqa: E402
 from models import load_model  # noqa: E402
@@ -53,11 +52,8 @@ def text_ids(tok: Any, tokens: int) -> list[int]:
 
 def peak_mb(model_name: str, tokens: int, method: str, steps: Sequence[int]) -> float:
     """How far the resident memory of a fresh process that has loaded the model rises while ``method`` scores the
-    text (MB; sampled every 2 ms)."""
-    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import hso; "
-            f"print(json.dumps(hso.child({model_name!r}, {tokens}, {method!r}, {list(steps)!r})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+    text (MB)."""
+    return float(in_fresh_process(__file__, "child", model_name, tokens, method, list(steps)))
 
 
 def child(model_name: str, tokens: int, method: str, steps: list[int]) -> float:
@@ -65,25 +61,7 @@ def child(model_name: str, tokens: int, method: str, steps: list[int]) -> float:
     ids = text_ids(tok, tokens)
     scorer = scorers(model, tok, steps)[method]
     gc.collect()
-    page = os.sysconf("SC_PAGE_SIZE")
-
-    def resident() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * page
-
-    base, peak, done = resident(), [0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], resident())
-            done.wait(0.002)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    scorer.score_text(ids)
-    done.set()
-    thread.join()
-    return max(peak[0] - base, 0) / 2**20
+    return rise_mb(lambda: scorer.score_text(ids))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
