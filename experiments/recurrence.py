@@ -9,6 +9,8 @@ at least once and the full context has at least that much context.
 
 Methods, for each window W of ``windows``:
 - ``recurrent``: disjoint windows of W tokens, the memory carried from window to window;
+- ``reset``: the same, but every window read with the module's learned initial memory (no carry-over): what the
+  module does without recurrence, as a domain adapter would;
 - ``disjoint``: the base alone on the same disjoint windows (the recurrent model with its gates shut);
 - ``disjoint+slots``: the base alone on disjoint windows of W + ``memory_slots`` tokens (the recurrent model's
   cache plus its memory, spent on tokens instead);
@@ -46,7 +48,7 @@ from experiments.config import check
 from experiments.corpora import DOMAINS
 from experiments.rundir import RunDir
 
-FAMILIES = ("recurrent", "disjoint", "disjoint+slots", "sliding", "sliding+sink", "full")
+FAMILIES = ("recurrent", "reset", "disjoint", "disjoint+slots", "sliding", "sliding+sink", "full")
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,9 @@ def read(rec: Any, method: Method, ids: list[int], stride: int, sink: int) -> tu
             state = len(ids) * kv
         else:
             window = method.window + (slots if method.family == "disjoint+slots" else 0)
-            logits = rec.logits(ids, window, memory=method.family == "recurrent")
-            state = window * kv + (slots * rec.module.initial.shape[1] * 4 if method.family == "recurrent" else 0)
+            reads = method.family in ("recurrent", "reset")
+            logits = rec.logits(ids, window, memory=reads, carry=method.family == "recurrent")
+            state = window * kv + (slots * rec.module.initial.shape[1] * 4 if reads else 0)
         logp = torch.log_softmax(logits[:-1].double(), dim=-1)
         target = torch.tensor(ids[1:], device=logp.device)
         return logp.gather(1, target[:, None])[:, 0].cpu(), float(state)

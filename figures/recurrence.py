@@ -13,7 +13,9 @@ from figures.style import Requires, errorbar, new_figure, paper
 
 __all__ = ["FAMILY_STYLE", "memory", "time"]
 
-FAMILY_STYLE = {"recurrent": ("recurrent (memory)", "#D55E00", "s"), "sliding": ("sliding window", "#0072B2", "^"),
+FAMILY_STYLE = {"recurrent": ("recurrent (memory)", "#D55E00", "s"),
+                "reset": ("initial memory, no carry-over", "#E69F00", "D"),
+                "sliding": ("sliding window", "#0072B2", "^"),
                 "sliding+sink": ("sliding window + sinks", "#56B4E9", "<"),
                 "disjoint": ("disjoint windows", "#999999", "o"),
                 "disjoint+slots": ("disjoint, W + slots", "#000000", "v"), "full": ("full context", "#009E73", "*")}

@@ -201,16 +201,19 @@ class Recurrent:
             memory = self._window(ids[:, start: start + w], memory)[1]
         return memory
 
-    def logits(self, ids: Sequence[int], window: int | None = None, *, memory: bool = True) -> Tensor:
+    def logits(self, ids: Sequence[int], window: int | None = None, *, memory: bool = True,
+               carry: bool = True) -> Tensor:
         """(T, V) teacher-forced logits of a text read in windows of ``window`` tokens (default: the model's) from
-        the initial memory; ``memory=False``: the base alone on the same disjoint windows."""
+        the initial memory; ``memory=False``: the base alone on the same disjoint windows; ``carry=False``: every
+        window read with the initial memory (what the module adds without recurrence)."""
         w = window or self.window
         text = torch.tensor([list(ids)], device=self.model.device)
         state, out = self.initial(1), []
         for start in range(0, text.shape[1], w):
             piece = text[:, start: start + w]
             if memory:
-                logits, state = self._window(piece, state)
+                logits, left = self._window(piece, state)
+                state = left if carry else state
             else:
                 logits = self.model(input_ids=piece, use_cache=False).logits
             out.append(logits[0])

@@ -46,6 +46,9 @@ def test_the_memory_carries_the_past_once_the_gates_open():
     with torch.no_grad():
         first, second = rec.logits(a[:8] + a[8:]), rec.logits(b[:8] + a[8:])
     assert not torch.allclose(first[8:], second[8:])  # the same last window after different pasts
+    reset_a, reset_b = (rec.logits(t[:8] + a[8:], carry=False) for t in (a, b))
+    torch.testing.assert_close(reset_a[8:], reset_b[8:], rtol=0, atol=0)  # no carry-over: the past is gone
+    assert not torch.allclose(reset_a[8:], rec.logits(a, memory=False)[8:])  # but the initial memory is read
     assert rec.n_parameters() == sum(p.numel() for p in rec.module.parameters())
 
 
@@ -184,8 +187,8 @@ def test_run_recurrence_end_to_end_same_tokens_for_every_method_and_resumes(trai
     run = recurrence.main(cfg, tmp_path / "run")
     rows = pd.DataFrame([json.loads(line) for line in (run / "rows.jsonl").read_text().splitlines()])
     names = {m.name for m in recurrence.methods(cfg)}
-    assert names == {"full", *(f"{f} W={w}" for w in (4, 8) for f in ("recurrent", "disjoint", "disjoint+slots",
-                                                                      "sliding", "sliding+sink"))}
+    assert names == {"full", *(f"{f} W={w}" for w in (4, 8) for f in ("recurrent", "reset", "disjoint",
+                                                                      "disjoint+slots", "sliding", "sliding+sink"))}
     assert set(rows["method"]) == names and len(rows) == 2 * 2 * len(names)
     assert rows["tokens"].eq(20 - 8).all()  # every method scores the tokens after the largest window
     state = rows.groupby("method")["state_mb"].first()
@@ -194,7 +197,7 @@ def test_run_recurrence_end_to_end_same_tokens_for_every_method_and_resumes(trai
     pooled = table[table["domain"] == "all"].set_index("method")
     assert pooled.loc["recurrent W=4", "pieces"] == 4 and pd.isna(pooled.loc["sliding+sink W=4", "delta_sliding"])
     assert not pd.isna(pooled.loc["sliding W=4", "delta_sliding"])  # the sinks' own effect
-    assert state["sliding+sink W=8"] == state["sliding W=8"]
+    assert state["sliding+sink W=8"] == state["sliding W=8"] and state["reset W=8"] == state["recurrent W=8"]
     report = (run / "report.md").read_text()
     assert "| all | recurrent W=8 |" in report and "the recurrent model" in report
     assert (run / "figures" / "recurrence_memory.png").is_file() and (run / "figures" / "recurrence_time.png").is_file()
