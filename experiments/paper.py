@@ -464,7 +464,7 @@ OWN_SUMMARIES: dict[str, OwnSummary] = {
         figures=(("hso_fewshot", "summary.csv", fewshot_figures.accuracy),
                  ("hso_fewshot_steps", "summary.csv", fewshot_figures.steps))),
     "recurrence": OwnSummary(("domain", "method"), printed={"domain": "all"}, metrics=(
-        Metric("perplexity", "ppl", "ppl", "ppl_lo", "ppl_hi"),
+        Metric("pieces", "pieces", "pieces", digits=0), Metric("perplexity", "ppl", "ppl", "ppl_lo", "ppl_hi"),
         Metric("Δ vs sliding+sink", "dsliding", "delta_sliding", "delta_sliding_lo", "delta_sliding_hi", 3),
         Metric("Δ vs full", "dfull", "delta_full", "delta_full_lo", "delta_full_hi", 3),
         Metric("s/token", "stoken", "s_per_token", digits=4), Metric("state MB", "statemb", "state_mb", digits=1)),
