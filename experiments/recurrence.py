@@ -109,6 +109,7 @@ def read(rec: Any, method: Method, ids: list[int], stride: int, sink: int) -> tu
     import torch
 
     from models.hso import NoAdaptation, kv_bytes_per_token
+    from models.recurrence import target_logprobs
 
     kv = kv_bytes_per_token(rec.model.config)
     slots = rec.memory_slots
@@ -118,16 +119,13 @@ def read(rec: Any, method: Method, ids: list[int], stride: int, sink: int) -> tu
                                   sink=sink if method.family == "sliding+sink" else 0)
             return scorer.score_text(ids).double(), float(method.window * kv)
         if method.family == "full":
-            logits = rec.model(input_ids=torch.tensor([ids], device=rec.model.device)).logits[0]
-            state = len(ids) * kv
-        else:
-            window = method.window + (slots if method.family == "disjoint+slots" else 0)
-            reads = method.family in ("recurrent", "reset")
-            logits = rec.logits(ids, window, memory=reads, carry=method.family == "recurrent")
-            state = window * kv + (slots * rec.module.initial.shape[1] * 4 if reads else 0)
-        logp = torch.log_softmax(logits[:-1].double(), dim=-1)
-        target = torch.tensor(ids[1:], device=logp.device)
-        return logp.gather(1, target[:, None])[:, 0].cpu(), float(state)
+            text = torch.tensor(ids, device=rec.model.device)
+            logits = rec.model(input_ids=text[None]).logits[0]
+            return target_logprobs(logits[:-1], text[1:]).cpu(), float(len(ids) * kv)
+        window = method.window + (slots if method.family == "disjoint+slots" else 0)
+        reads = method.family in ("recurrent", "reset")
+        lp = rec.token_logprobs(ids, window, memory=reads, carry=method.family == "recurrent")
+        return lp.cpu(), float(window * kv + (slots * rec.module.initial.shape[1] * 4 if reads else 0))
 
 
 def _unit(domain: str, piece: str, method: Method) -> str:

@@ -50,7 +50,7 @@ from decoding.protocol import as_ids
 from models.errors import ConfigError
 
 __all__ = ["Recurrent", "RecurrenceModule", "RecurrentLM", "RecurrentState", "TrainSettings", "decoder_layers",
-           "dev_nll", "load", "load_recurrent", "module_folder", "save", "train"]
+           "dev_nll", "load", "load_recurrent", "module_folder", "save", "target_logprobs", "train"]
 
 
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
@@ -201,14 +201,11 @@ class Recurrent:
             memory = self._window(ids[:, start: start + w], memory)[1]
         return memory
 
-    def logits(self, ids: Sequence[int], window: int | None = None, *, memory: bool = True,
-               carry: bool = True) -> Tensor:
-        """(T, V) teacher-forced logits of a text read in windows of ``window`` tokens (default: the model's) from
-        the initial memory; ``memory=False``: the base alone on the same disjoint windows; ``carry=False``: every
-        window read with the initial memory (what the module adds without recurrence)."""
+    def _windows(self, ids: Sequence[int], window: int | None, memory: bool, carry: bool) -> Iterator[Tensor]:
+        """(w, V) logits of each window of a text read from the initial memory (see ``logits``)."""
         w = window or self.window
         text = torch.tensor([list(ids)], device=self.model.device)
-        state, out = self.initial(1), []
+        state = self.initial(1)
         for start in range(0, text.shape[1], w):
             piece = text[:, start: start + w]
             if memory:
@@ -216,7 +213,25 @@ class Recurrent:
                 state = left if carry else state
             else:
                 logits = self.model(input_ids=piece, use_cache=False).logits
-            out.append(logits[0])
+            yield logits[0]
+
+    def logits(self, ids: Sequence[int], window: int | None = None, *, memory: bool = True,
+               carry: bool = True) -> Tensor:
+        """(T, V) teacher-forced logits of a text read in windows of ``window`` tokens (default: the model's) from
+        the initial memory; ``memory=False``: the base alone on the same disjoint windows; ``carry=False``: every
+        window read with the initial memory (what the module adds without recurrence)."""
+        return torch.cat(list(self._windows(ids, window, memory, carry)))
+
+    def token_logprobs(self, ids: Sequence[int], window: int | None = None, *, memory: bool = True,
+                       carry: bool = True) -> Tensor:
+        """(T - 1,) float64 log-probabilities of ``ids[1:]`` read as ``logits`` reads the text, one window's
+        logits at a time (memory bounded by a window, not by the text)."""
+        text = torch.tensor(list(ids), device=self.model.device)
+        out, start = [], 0
+        for logits in self._windows(ids, window, memory, carry):
+            targets = text[start + 1: start + 1 + len(logits)]
+            out.append(target_logprobs(logits[: len(targets)], targets))
+            start += len(logits)
         return torch.cat(out)
 
     def _window_nll(self, ids: Tensor, targets: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
@@ -241,6 +256,14 @@ class Recurrent:
                 nll, memory = self._window_nll(*piece, memory)
             total = total + nll
         return total, memory.detach()
+
+
+def target_logprobs(logits: Tensor, targets: Tensor, chunk: int = 256) -> Tensor:
+    """(n,) float64 log-probabilities of ``targets`` (n,) under ``logits`` (n, V), normalised ``chunk`` rows at a
+    time (a float64 copy of all of them would be the largest tensor of a long text's scoring)."""
+    return torch.cat([torch.log_softmax(part.double(), dim=-1).gather(1, t[:, None])[:, 0]
+                      for part, t in zip(logits.split(chunk), targets.split(chunk), strict=True)]) \
+        if len(targets) else logits.new_zeros(0, dtype=torch.float64)
 
 
 @dataclass

@@ -289,10 +289,10 @@ def test_own_summaries_become_tables_and_numbers_with_intervals() -> None:
         {"domain": "all", "method": "full", "ppl": 18.0, "ppl_lo": 17.0, "ppl_hi": 19.0, "delta_sliding": np.nan,
          "delta_sliding_lo": np.nan, "delta_sliding_hi": np.nan, "delta_full": np.nan, "delta_full_lo": np.nan,
          "delta_full_hi": np.nan, "s_per_token": 0.01, "state_mb": 90.0}])
-    table = pd.concat([table, table.iloc[:1].assign(domain="bible", ppl=30.0)], ignore_index=True)
+    table = pd.concat([table, table.iloc[:1].assign(domain="bible", ppl=30.0)], ignore_index=True).assign(pieces=16)
     latex, numbers = paper.own_summary("recurrence", table)
     assert r"\toprule" in latex and "20.12 [19.00, 21.50]" in latex and r"\ensuremath{-}0.012 [" in latex
-    assert "recurrent W=64 &" in latex and "full & -- &" not in latex  # the full row has its own perplexity
+    assert "recurrent W=64 & 16 &" in latex and "full & 16 & 18.00 [17.00, 19.00] & -- &" in latex
     assert "bible" not in latex  # the paper prints the pooled rows; every row has its numbers
     got = dict(zip(numbers["key"], numbers["tex"], strict=True))
     assert got["recurrence.bible.recurrentw64.ppl"] == "30.00"

@@ -46,6 +46,10 @@ def test_the_memory_carries_the_past_once_the_gates_open():
     with torch.no_grad():
         first, second = rec.logits(a[:8] + a[8:]), rec.logits(b[:8] + a[8:])
     assert not torch.allclose(first[8:], second[8:])  # the same last window after different pasts
+    for carry in (True, False):  # window by window, the same log-probabilities as from all the logits at once
+        whole = torch.log_softmax(rec.logits(a, 5, carry=carry)[:-1].double(), dim=-1)
+        torch.testing.assert_close(rec.token_logprobs(a, 5, carry=carry),
+                                   whole.gather(1, torch.tensor(a[1:])[:, None])[:, 0], rtol=0, atol=1e-12)
     reset_a, reset_b = (rec.logits(t[:8] + a[8:], carry=False) for t in (a, b))
     torch.testing.assert_close(reset_a[8:], reset_b[8:], rtol=0, atol=0)  # no carry-over: the past is gone
     assert not torch.allclose(reset_a[8:], rec.logits(a, memory=False)[8:])  # but the initial memory is read
