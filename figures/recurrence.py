@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from figures.style import Requires, errorbar, new_figure, paper
 
@@ -31,7 +32,7 @@ def _draw(x: str, label: str) -> Callable[[pd.DataFrame], Figure]:
             for ax, domain in zip(axes, domains, strict=True):
                 rows = table[table["domain"] == domain]
                 for family, (name, color, marker) in FAMILY_STYLE.items():
-                    sub = rows[rows["family"] == family].sort_values(x)
+                    sub = rows[rows["family"] == family].sort_values("window")
                     if sub.empty:
                         continue
                     errorbar(ax, sub[x], sub["ppl"], sub["ppl_lo"], sub["ppl_hi"], fmt=f"{marker}-", color=color,
@@ -41,10 +42,16 @@ def _draw(x: str, label: str) -> Callable[[pd.DataFrame], Figure]:
                             ax.annotate(f"{r.window}", (getattr(r, x), r.ppl), textcoords="offset points",
                                         xytext=(3, 3), fontsize=6, color=color)
                 ax.set_xscale("log")
+                ax.set_yscale("log")
+                plain = FuncFormatter(lambda v, _: f"{v:g}")
+                ax.xaxis.set_major_formatter(plain)
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.yaxis.set_major_formatter(plain)
+                ax.yaxis.set_minor_formatter(plain)
                 ax.set_xlabel(label)
                 ax.set_title(domain)
-            axes[0].set_ylabel("perplexity (test)")
-            axes[0].legend(frameon=False, fontsize=6)
+            axes[0].set_ylabel("perplexity (test, log scale)")
+            axes[-1].legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         return fig
 
     draw.__doc__ = f"Perplexity against {label}, one panel per domain."
