@@ -550,6 +550,8 @@ def summary(pred: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, alpha: flo
             "s_per_pred": float(g["seconds"].mean()),
             "prompt_s": float(g.groupby("demo_set")["prompt_seconds"].first().mean())})
     table = pd.DataFrame(out)
+    if table.empty:
+        return table
     deltas = []
     for key in per_set:
         base = (*key[:3], re.sub(r"^hso\d+", "icl", key[3]))
@@ -563,8 +565,6 @@ def summary(pred: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, alpha: flo
         lo, hi = np.quantile(np.mean(hso_b - icl_b, axis=0), [alpha / 2, 1 - alpha / 2])
         deltas.append({"delta_icl": float(np.mean(hso - icl)), "delta_icl_lo": float(lo),
                        "delta_icl_hi": float(hi), "sets_better": int((hso > icl).sum())})
-    if not out:
-        return table
     table = pd.concat([table, pd.DataFrame(deltas, index=table.index)], axis=1)
     # ICL and HSO by steps, the same calibrated, then the head
     order = table.assign(_head=table["method"] == "head")

@@ -3,6 +3,8 @@ per data set, a marker per model, 95% bootstrap CIs over test items), and accura
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -67,12 +69,12 @@ def draw_steps(table: pd.DataFrame) -> Figure:
             ax.set_xlabel("HSO steps on the demonstrations")
             ax.set_ylabel("accuracy (%)")
             ax.set_title(model)
-        handles, labels = axes[-1].get_legend_handles_labels()
-        for ax in axes[:-1]:
-            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-                if lab not in labels:
-                    handles, labels = [*handles, h], [*labels, lab]
-        axes[-1].legend(handles, labels, frameon=False, fontsize=5, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        entries: dict[str, Any] = {}  # label -> handle, every model's lines once
+        for ax in axes:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                entries.setdefault(label, handle)
+        axes[-1].legend(entries.values(), entries.keys(), frameon=False, fontsize=5, loc="upper left",
+                        bbox_to_anchor=(1.02, 1.0))
     return fig
 
 
