@@ -68,6 +68,11 @@ OPTIONAL_COLUMNS: dict[str, tuple[str, str]] = {
     "seed_logprob": ("Float64", "exact search: the log-probability of the beam search output that seeded its bound"),
     "tree_mb": ("Float64", "exact search: memory its search tree allocated (MB; decoding.best_first)"),
     "bytes_per_node": ("Float64", "exact search: tree_mb per expanded node, in bytes"),
+    "steps_run": ("Int64", "iterative refinement: steps the winning candidate ran (it stops once a step changes "
+                  "nothing)"),
+    "predicted_length": ("Int64", "iterative refinement: the winning candidate's target length (tokens)"),
+    "ar_logprob": ("Float64", "nar experiment: the autoregressive model's log-probability of the output, EOS included"),
+    "ar_tokens": ("Int64", "nar experiment: the output's length in the autoregressive model's tokens, EOS included"),
     "epsilon": ("Float64", "contamination experiment: share of contaminated training targets"),
     "noise": ("string", "contamination experiment: what the contaminated targets are (empty, copy; none: control)"),
     "steps": ("Int64", "contamination experiment: fine-tuning steps"),

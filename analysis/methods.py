@@ -21,13 +21,15 @@ __all__ = ["FAMILIES", "SETTINGS", "Family", "display", "families", "family", "k
 class Family:
     """A kind of search. ``certifies``: its result says whether it is the proven optimum (exact search under a
     budget); ``ranked``: rank 0 is the method's best output (not so for samples, or for the mode of one length of a
-    length-conditional search); ``sized``: it runs at a beam size, which ``label`` appends."""
+    length-conditional search); ``sized``: it runs at a beam size, which ``label`` appends; ``refines``: it runs a
+    number of refinement steps (``refine_steps``), which ``label`` appends too."""
 
     name: str
     label: str
     certifies: bool = False
     ranked: bool = True
     sized: bool = False
+    refines: bool = False  # it runs a number of refinement steps, ``refine_steps``, which ``label`` appends
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -44,6 +46,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("exact_conditional", "exact conditional", certifies=True),
     Family("length_conditional", "length-conditional", certifies=True, ranked=False),
     Family("sample", "sample", ranked=False),
+    Family("refine", "iterative refinement", refines=True),
+    Family("copy", "copy of the source"),
 )}
 """Every family, in the order tables and legends list them."""
 
@@ -58,6 +62,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "n_samples": ("Int64", "samples drawn"),
     "temperature": ("Float64", "sampling temperature"),
     "seed": ("Int64", "sampling seed"),
+    "refine_steps": ("Int64", "iterative refinement (a non-autoregressive model): at most this many steps"),
+    "length_candidates": ("Int64", "iterative refinement: the most probable target lengths tried"),
 }
 """Setting column -> (pandas dtype, meaning). A method's settings are recorded as these columns in every row."""
 
@@ -70,9 +76,12 @@ def family(name: str) -> Family:
 
 
 def label(family_name: str, settings: Mapping[str, Any]) -> str:
-    """The ``method`` key of a family with its settings: ``beam5`` for a sized family at k = 5, else the family."""
+    """The ``method`` key of a family with its settings: ``beam5`` for a sized family at k = 5, ``refine_T8`` for
+    refinement of at most 8 steps, else the family."""
     if family(family_name).sized:
         return f"{family_name}{int(settings['beam_size'])}"
+    if family(family_name).refines:
+        return f"{family_name}_T{int(settings['refine_steps'])}"
     return family_name
 
 

@@ -9,7 +9,8 @@ and tokenizers; the repetition functions take any sequence, so they apply to tok
 - ``seq_rep_n`` (Welleck et al. 2020, "Neural text generation with unlikelihood training", seq-rep-n): the share
   of the output's n-grams that repeat an earlier one, ``1 - |unique n-grams| / |n-grams|``.
 - ``rep_w`` (Welleck et al. 2020, rep/l with l = 16): the share of tokens that already occur among the previous
-  ``window`` tokens.
+  ``window`` tokens; the ``rep_consecutive`` column is ``rep_w`` with window 1, the share of tokens that repeat the
+  one before (the typical failure of non-autoregressive decoders: "the the land land").
 - ``distinct_n`` (Li et al. 2016, "A diversity-promoting objective function for neural conversation models"):
   ``|unique n-grams| / |n-grams|``, here within one output.
 - ``longest_repeat``: the length of the longest n-gram that occurs at least twice (occurrences may overlap).
@@ -36,7 +37,8 @@ REP_WINDOW = 16
 
 COLUMNS: dict[str, str] = {
     "empty": "boolean", "length_ratio_src": "float64", "length_ratio_ref": "float64", "seq_rep_4": "float64",
-    "rep_w": "float64", "distinct_1": "float64", "distinct_2": "float64", "longest_repeat": "Int64",
+    "rep_w": "float64", "rep_consecutive": "float64", "distinct_1": "float64", "distinct_2": "float64",
+    "longest_repeat": "Int64",
     "copy_exact": "boolean", "copy_near": "boolean", "degenerate": "boolean",
 }
 """The metrics ``degeneracy`` returns, with the pandas dtypes of their columns (nullable, for rows without
@@ -144,6 +146,7 @@ def degeneracy(text: str | None, source: str, reference: str | None = None,
         "length_ratio_ref": _length_ratio(len(words), reference),
         "seq_rep_4": seq_rep_n(words, 4),
         "rep_w": rep_w(words),
+        "rep_consecutive": rep_w(words, 1),
         "distinct_1": distinct_n(words, 1),
         "distinct_2": distinct_n(words, 2),
         "longest_repeat": longest_repeat(words),

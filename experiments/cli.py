@@ -33,6 +33,10 @@ EXPERIMENTS = {
     "recurrence": ("perplexity of SmolLM2 with a trained recurrence module (windows 64-256 and memory) against "
                    "sliding windows, disjoint windows and the full context, at equal memory",
                    "experiments.recurrence", "RecurrenceConfig"),
+    "nar": ("RUM-SUNDAE (non-autoregressive, from a masked LM) against the same network randomly initialised, "
+            "unroll = 1, an autoregressive Marian model and copying, on KJV -> BBE: BLEU vs refinement steps, "
+            "repetition, speed-ups, the AR model's likelihood of every system's outputs", "experiments.nar",
+            "NARRunConfig"),
 }
 DEFAULT_EXPERIMENT = "modes"
 

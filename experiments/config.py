@@ -95,10 +95,13 @@ def build_config(cls: type[C], name: str, data: dict[str, Any]) -> C:
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """``key=value`` with value read as a Python literal when it is one (numbers, lists, booleans)."""
+    """``key=value`` with value read as a Python literal when it is one (numbers, lists, booleans; TOML's ``true``
+    and ``false`` too)."""
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set expects key=value, got {item!r}")
+    if raw.strip() in ("true", "false"):
+        return key.strip(), raw.strip() == "true"
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):

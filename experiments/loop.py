@@ -136,7 +136,8 @@ def load_translation_lm(model: str, *, shots: int, device: str = "cpu",
 
     An encoder-decoder model translates the source directly, and so does a decoder-only translation model of ``lq
     train mt`` (its prompt is the tokenised source, which ends in the separator </s>); a multi-task model of ``lq
-    train mt --set tasks=[...]`` gets the source after the task prefix of ``corpus``. Any other decoder-only
+    train mt --set tasks=[...]`` gets the source after the task prefix of ``corpus``, and a model trained on
+    lowercased text (``--set lowercase=true``) the lowercased source. Any other decoder-only
     model gets a ``shots``-shot prompt
     (``experiments.corpora.few_shot_prompt``) and a translation ends at the first newline: the adapter treats the
     newline token as EOS and masks the model's own EOS and every other token that holds a newline (e.g. Gemma's
@@ -151,10 +152,15 @@ def load_translation_lm(model: str, *, shots: int, device: str = "cpu",
     if prefixes and corpus not in prefixes:
         raise ConfigError(f"{model} is a multi-task model of {', '.join(prefixes)}; it has no task for {corpus}")
     prefix = prefixes.get(corpus, "")
+    lower = bool(getattr(hf.config, "lq_lowercase", False))  # `lq train mt --set lowercase=true`
+
+    def direct(source: str, demos: Any) -> str:
+        return prefix + (source.lower() if lower else source)
+
     if info.is_encoder_decoder:
-        return HFSeq2SeqLM(hf, tok), tok, info, lambda source, demos: prefix + source
+        return HFSeq2SeqLM(hf, tok), tok, info, direct
     if getattr(hf.config, "lq_input_format", None) == DECODER_ONLY_FORMAT:  # `lq train mt --set arch=decoder-only`
-        return HFCausalLM(hf, tok), tok, info, lambda source, demos: prefix + source
+        return HFCausalLM(hf, tok), tok, info, direct
     newline = tok.encode("\n", add_special_tokens=False)
     if len(newline) != 1:
         raise ConfigError(f"{model}: a newline is {len(newline)} tokens; few-shot translation needs it to be one "

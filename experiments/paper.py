@@ -41,6 +41,7 @@ from analysis.likelihood import MODE_FAMILY
 from experiments.report import CALIBRATION, TOY, render_figures, summary_table
 from figures import hso as hso_figures
 from figures import hso_fewshot as fewshot_figures
+from figures import nar as nar_figures
 from figures import recurrence as recurrence_figures
 from figures import style
 from models.errors import InputError
@@ -50,7 +51,7 @@ __all__ = ["EXPERIMENTS", "INSTALL_TEX", "N_BOOT", "PAIRED_BASELINE", "PLACEHOLD
 
 EXPERIMENTS = ("modes", "contamination", "conditional", "modes_gemma3", "modes_gemma3_hso")
 """The experiments paper.tex discusses, in its order; a run under another name is generated too."""
-OWN_TABLES = ("hso_perplexity", "hso_fewshot", "recurrence")
+OWN_TABLES = ("hso_perplexity", "hso_fewshot", "recurrence", "nar")
 """Run directories whose rows are not search results (perplexity per segment, few-shot predictions): their
 tables are their own run's summary.csv (``OWN_SUMMARIES``) and their figures are drawn from the committed tables
 by their own ``figures`` module."""
@@ -425,13 +426,13 @@ class OwnSummary:
     keys: tuple[str, ...] = ()
     figures: tuple[tuple[str, str, Callable[[pd.DataFrame], Any]], ...] = ()
     """(figure name, the run's table it is drawn from, the plot: a ``figures.style.Requires.plot``)"""
-    extra: Callable[[dict[str, Any]], Iterator[Number]] | None = None
-    """More numbers, from the run's config.json (e.g. how the model under study was trained)."""
+    extra: Callable[[dict[str, Any], Path], Iterator[Number]] | None = None
+    """More numbers, from the run's config.json and folder (e.g. how the model under study was trained)."""
     printed: dict[str, str] = dataclasses.field(default_factory=dict)
     """Only the rows with these values are printed (every row's numbers are generated)."""
 
 
-def _recurrence_module_numbers(config: dict[str, Any]) -> Iterator[Number]:
+def _recurrence_module_numbers(config: dict[str, Any], run_dir: Path) -> Iterator[Number]:
     """How the recurrence module of a ``recurrence`` run was trained (its ``recurrence.json``): ``module.*``."""
     from models.recurrence import SETTINGS_FILE, module_folder
 
@@ -446,6 +447,20 @@ def _recurrence_module_numbers(config: dict[str, Any]) -> Iterator[Number]:
         yield f"module.{_slug(key)}", value, _config_text(value)
     for key in ("k_windows", "windows", "batch"):
         yield f"module.config.{_slug(key)}", meta["config"][key], _config_text(meta["config"][key])
+
+
+def _nar_training_numbers(config: dict[str, Any], run_dir: Path) -> Iterator[Number]:
+    """How each system of a ``nar`` run was trained (its ``training.json``): ``training.<system>.*``."""
+    from experiments.nar import TRAINING
+
+    for system, record in json.loads((run_dir / TRAINING).read_text()).items():
+        key = f"training.{_slug(system)}"
+        yield _number(f"{key}.steps", record["steps"], 0)
+        yield _number(f"{key}.minutes", record["training_seconds"] / 60, 0)
+        if record.get("n_parameters"):
+            yield _number(f"{key}.parameters", record["n_parameters"] / 1e6, 1)
+        if record.get("epochs"):
+            yield _number(f"{key}.epochs", record["epochs"], 2)
 
 
 OWN_SUMMARIES: dict[str, OwnSummary] = {
@@ -470,6 +485,17 @@ OWN_SUMMARIES: dict[str, OwnSummary] = {
         Metric("s/token", "stoken", "s_per_token", digits=4), Metric("state MB", "statemb", "state_mb", digits=1)),
         figures=(("recurrence_memory", "summary.csv", recurrence_figures.memory),
                  ("recurrence_time", "summary.csv", recurrence_figures.time)), extra=_recurrence_module_numbers),
+    "nar": OwnSummary(("model", "method"), metrics=(
+        Metric("BLEU", "bleu", "bleu", "bleu_lo", "bleu_hi", 1),
+        Metric("chrF", "chrf", "chrf", "chrf_lo", "chrf_hi", 1),
+        Metric("AR NLL/token", "arnll", "ar_nll", "ar_nll_lo", "ar_nll_hi", 2),
+        Metric("rep. %", "rep", "rep_consecutive", digits=1),
+        Metric("length error", "lenerr", "length_error", digits=1),
+        Metric("sent./s", "sps", "sentences_per_s", digits=1),
+        Metric("speed-up vs greedy", "spgreedy", "speedup_greedy", "speedup_greedy_lo", "speedup_greedy_hi", 2),
+        Metric("vs beam", "spbeam", "speedup_beam", "speedup_beam_lo", "speedup_beam_hi", 2)),
+        figures=(("nar_steps", "summary.csv", nar_figures.steps),
+                 ("nar_likelihood", "summary.csv", nar_figures.likelihood)), extra=_nar_training_numbers),
 }
 
 
@@ -564,8 +590,8 @@ def generate(results: Path, paper_dir: Path) -> Path:
         config_path = results / experiment / CONFIG
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
         add = OWN_SUMMARIES[experiment].extra
-        more = pd.DataFrame([*_config_numbers(config), *(add(config) if add and config else [])],
-                            columns=["key", "value", "tex"])
+        found_more = add(config, results / experiment) if add and config else []
+        more = pd.DataFrame([*_config_numbers(config), *found_more], columns=["key", "value", "tex"])
         frames += [found, more.assign(key=experiment + "." + more["key"])]
         for name, table_file, plot in OWN_SUMMARIES[experiment].figures:
             try:

@@ -26,6 +26,7 @@ TASK_PREFIXES = {"bible-de-en": "translate German to English: ", "bible-kjv-bbe"
 class TrainMTConfig(MTConfig):
     corpus: str = "bible-de-en"
     tasks: list[str] = field(default_factory=list)  # several corpora mixed in every minibatch, each source prefixed
+    lowercase: bool = False  # train and evaluate on lowercased text (to match an uncased model's vocabulary)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,6 +49,8 @@ def main(cfg: TrainMTConfig, out: Path | None = None, *, limit: int | None = Non
     frames = []
     for task in cfg.tasks or [cfg.corpus]:
         df = load_corpus(task).assign(task=task)
+        if cfg.lowercase:
+            df = df.assign(source=df["source"].str.lower(), target=df["target"].str.lower())
         if cfg.tasks:
             df["source"] = TASK_PREFIXES[task] + df["source"]
         frames.append({s: df[df["split"] == s] for s in ("train", "dev", "test")})
@@ -56,15 +59,17 @@ def main(cfg: TrainMTConfig, out: Path | None = None, *, limit: int | None = Non
     # minibatches are buckets of similar length drawn from all tasks at once (models.training.EpochBatches), so they mix
     splits = {s: pd.concat([f[s] for f in frames], ignore_index=True) for s in ("train", "dev", "test")}
     name = "+".join(cfg.tasks) if cfg.tasks else cfg.corpus
-    out = Path(out) if out else cache_dir() / "models" / f"{name}-{cfg.arch}"
+    out = Path(out) if out else cache_dir() / "models" / f"{name}{'-lc' if cfg.lowercase else ''}-{cfg.arch}"
     args = list(argv or sys.argv)
     command = " ".join([Path(args[0]).name, *args[1:]])
     train(splits["train"], splits["dev"], out, cfg.model_config(), command=command)
     auto = AutoModelForSeq2SeqLM if cfg.arch == "marian" else AutoModelForCausalLM
     model = auto.from_pretrained(out).float()
     tok = AutoTokenizer.from_pretrained(out)
-    if cfg.tasks:
-        model.config.lq_task_prefixes = {t: TASK_PREFIXES[t] for t in cfg.tasks}  # load_translation_lm reads it
+    if cfg.tasks or cfg.lowercase:  # load_translation_lm reads them
+        if cfg.tasks:
+            model.config.lq_task_prefixes = {t: TASK_PREFIXES[t] for t in cfg.tasks}
+        model.config.lq_lowercase = cfg.lowercase
         model.config.save_pretrained(out)
     scores: dict[str, Any] = {}
     for split in ("dev", "test"):
@@ -94,10 +99,11 @@ def model_card(cfg: TrainMTConfig, meta: dict[str, Any], model: Any) -> str:
     name = "+".join(cfg.tasks) if cfg.tasks else cfg.corpus
     tasks = ("\nTasks, mixed in every minibatch, each source prefixed: " + ", ".join(
         f"`{t}` ({TASK_PREFIXES[t]!r})" for t in cfg.tasks) + ".\n") if cfg.tasks else ""
-    return f"""# {name}-{cfg.arch}
+    lower = "\nSources and targets are lowercased (training and evaluation alike).\n" if cfg.lowercase else ""
+    return f"""# {name}{'-lc' if cfg.lowercase else ''}-{cfg.arch}
 
 {what}, d_model {cfg.d_model}, shared {cfg.vocab_size} BPE vocabulary) trained from scratch on the training split of
-`{name}` by the likelihood-quality toolkit. Weights are stored in float16.{tasks}
+`{name}` by the likelihood-quality toolkit. Weights are stored in float16.{tasks}{lower}
 
 - Command: `{meta['command']}`
 - Training data: {meta['n_train']} pairs, sha256[:16] {meta['data_hash']}; contaminated targets:

@@ -70,3 +70,13 @@ def test_threads_is_how_a_run_executes_not_part_of_its_config(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "modes", "--threads", "0"])
     assert "--threads: must be a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_overrides_read_python_literals_and_toml_booleans():
+    from experiments.config import parse_override
+
+    assert parse_override("n=3") == ("n", 3)
+    assert parse_override("lowercase=true") == ("lowercase", True) == parse_override("lowercase=True")
+    assert parse_override("lowercase=false") == ("lowercase", False)
+    assert parse_override("model=gemma3-270m") == ("model", "gemma3-270m")
+    assert parse_override("tasks=['a', 'b']") == ("tasks", ["a", "b"])

@@ -87,22 +87,28 @@ def test_degeneracy_of_no_output_is_missing():
 
 @pytest.mark.parametrize("text, source, reference, expected", [
     ("", GENESIS_DE, GENESIS, dict(
-        empty=True, length_ratio_src=0.0, length_ratio_ref=0.0, seq_rep_4=0.0, rep_w=0.0, distinct_1=NAN,
+        empty=True, length_ratio_src=0.0, length_ratio_ref=0.0, seq_rep_4=0.0, rep_w=0.0, rep_consecutive=0.0,
+        distinct_1=NAN,
         distinct_2=NAN, longest_repeat=0, copy_exact=False, copy_near=False, degenerate=True)),
     ("Licht", GENESIS_DE, None, dict(
-        empty=False, length_ratio_src=0.1, length_ratio_ref=NAN, seq_rep_4=0.0, rep_w=0.0, distinct_1=1.0,
+        empty=False, length_ratio_src=0.1, length_ratio_ref=NAN, seq_rep_4=0.0, rep_w=0.0, rep_consecutive=0.0,
+        distinct_1=1.0,
         distinct_2=NAN, longest_repeat=0, copy_exact=False, copy_near=False, degenerate=False)),
     (GENESIS, GENESIS_DE, GENESIS, dict(
-        empty=False, length_ratio_src=1.1, length_ratio_ref=1.0, seq_rep_4=0.0, rep_w=1 / 11, distinct_1=10 / 11,
+        empty=False, length_ratio_src=1.1, length_ratio_ref=1.0, seq_rep_4=0.0, rep_w=1 / 11, rep_consecutive=0.0,
+        distinct_1=10 / 11,
         distinct_2=1.0, longest_repeat=1, copy_exact=False, copy_near=False, degenerate=False)),
     (GENESIS_DE, GENESIS_DE, GENESIS, dict(
-        empty=False, length_ratio_src=1.0, length_ratio_ref=10 / 11, seq_rep_4=0.0, rep_w=0.0, distinct_1=1.0,
+        empty=False, length_ratio_src=1.0, length_ratio_ref=10 / 11, seq_rep_4=0.0, rep_w=0.0, rep_consecutive=0.0,
+        distinct_1=1.0,
         distinct_2=1.0, longest_repeat=0, copy_exact=True, copy_near=True, degenerate=True)),
     ("Und Gott sprach: Es werde Licht! und es war Licht.", GENESIS_DE, "", dict(
-        empty=False, length_ratio_src=1.0, length_ratio_ref=NAN, seq_rep_4=0.0, rep_w=0.0, distinct_1=1.0,
+        empty=False, length_ratio_src=1.0, length_ratio_ref=NAN, seq_rep_4=0.0, rep_w=0.0, rep_consecutive=0.0,
+        distinct_1=1.0,
         distinct_2=1.0, longest_repeat=0, copy_exact=False, copy_near=True, degenerate=True)),
     (LOOP, GENESIS_DE, GENESIS, dict(
-        empty=False, length_ratio_src=1.1, length_ratio_ref=1.0, seq_rep_4=5 / 8, rep_w=8 / 11, distinct_1=3 / 11,
+        empty=False, length_ratio_src=1.1, length_ratio_ref=1.0, seq_rep_4=5 / 8, rep_w=8 / 11, rep_consecutive=0.0,
+        distinct_1=3 / 11,
         distinct_2=3 / 10, longest_repeat=8, copy_exact=False, copy_near=False, degenerate=True)),
 ])
 def test_degeneracy_golden(text, source, reference, expected):
@@ -273,3 +279,8 @@ def test_add_likelihood_equals_the_per_row_definitions(seed):
         assert got["logprob_per_token"] == pytest.approx(row["logprob"] / (row["n_tokens"] + 1))
         defined = row["rank"] == 0 and row["method"] != "sample" and modes
         assert same(got["search_error"], float(row["logprob"] < mode - SEARCH_ERROR_TOL) if defined else NAN)
+
+
+def test_rep_consecutive_is_the_share_of_words_repeating_the_one_before():
+    assert degeneracy("the the land land of", "x")["rep_consecutive"] == pytest.approx(2 / 5)
+    assert degeneracy("the land the land", "x")["rep_consecutive"] == 0.0

@@ -166,6 +166,22 @@ def test_multi_task_minibatches_mix_tasks_and_are_scored_per_task(tmp_path):
         cli.main(["train", "mt", "--set", "tasks=['bible-de-en']"])
 
 
+def test_a_lowercased_model_is_trained_on_and_given_lowercased_text(tmp_path):
+    from experiments import cli
+    from experiments.loop import load_translation_lm
+
+    out = tmp_path / "lc"
+    cli.main(["train", "mt", "--set", "corpus='bible-kjv-bbe'", "--set", "lowercase=true", "--set", "max_steps=2",
+              "--set", "vocab_size=300", "--set", "d_model=32", "--set", "layers=1", "--set", "heads=2",
+              "--set", "ffn_dim=64", "--set", "eval_every=2", "--set", "eval_sentences=5", "--set", "threads=1",
+              "--limit", "100", "--out", str(out)])
+    assert "lowercased" in (out / "README.md").read_text()
+    _, tok, _, prompt = load_translation_lm(str(out), shots=0, corpus="bible-kjv-bbe")
+    assert prompt("In the Beginning", None) == "in the beginning"
+    vocab = "".join(tok.convert_ids_to_tokens(list(range(len(tok)))))
+    assert not any(c.isupper() for c in vocab)
+
+
 def test_a_target_token_budget_stops_training(tmp_path):
     cfg = MTConfig(**{**TINY.__dict__, "max_target_tokens": 300})
     out = train(number_pairs(300, 0), number_pairs(30, 1), tmp_path / "budget", cfg, command="pytest")
