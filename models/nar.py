@@ -32,7 +32,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,17 +169,15 @@ class Decoded:
     mean_logprob: float
     seconds: float
     forwards: int = 0  # decoder forwards over the batch of candidates
-    at: dict[int, list[int]] = field(default_factory=dict)  # the winner after t steps, for each requested t
 
 
 def decode(model: RumSundae, src: list[int], *, steps: int = 8, lengths: int = 3, temperature: float = 0.0,
-           seed: int = 0, snapshots: Sequence[int] = ()) -> Decoded:
+           seed: int = 0) -> Decoded:
     """Iterative refinement from random tokens for each of the ``lengths`` most probable target lengths, all
-    candidates in one batch; a candidate stops when a step leaves it unchanged. ``snapshots``: also return the
-    winner (by the same mean log-probability) after each of these numbers of steps (``at``)."""
-    if steps < 0 or lengths < 1 or temperature < 0 or any(t < 0 for t in snapshots):
-        raise ConfigError(f"steps must be >= 0, lengths >= 1, temperature and snapshots >= 0; got {steps}, "
-                          f"{lengths}, {temperature}, {list(snapshots)}")
+    candidates in one batch; a candidate stops when a step leaves it unchanged."""
+    if steps < 0 or lengths < 1 or temperature < 0:
+        raise ConfigError(f"steps must be >= 0, lengths >= 1 and temperature >= 0; got {steps}, {lengths}, "
+                          f"{temperature}")
     t0 = time.perf_counter()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -197,15 +195,10 @@ def decode(model: RumSundae, src: list[int], *, steps: int = 8, lengths: int = 3
         enc, src_keep = enc.expand(n, -1, -1), src_keep.expand(n, -1)
         ran = torch.zeros(n, dtype=torch.long, device=device)
         active = torch.ones(n, dtype=torch.bool, device=device)
-        at: dict[int, list[int]] = {}
         for t in range(steps + 1):
             logp = model(enc, src_keep, tokens, keep).log_softmax(-1)
             own = logp.gather(-1, model.output_index[tokens].clamp_min(0)[..., None])[..., 0]
             mean = (own * keep).sum(1) / keep.sum(1)
-            win = int(mean.argmax())
-            for s in snapshots:
-                if s == t or (s > t and (t == steps or not active.any())):
-                    at[s] = tokens[win, : candidates[win]].tolist()
             if t == steps or not active.any():
                 break
             pick = logp.argmax(-1) if temperature == 0 else torch.multinomial(
@@ -214,8 +207,9 @@ def decode(model: RumSundae, src: list[int], *, steps: int = 8, lengths: int = 3
             ran += active
             active &= (new != tokens).any(1)
             tokens = torch.where(active[:, None], new, tokens)
+    win = int(mean.argmax())
     return Decoded(tokens[win, : candidates[win]].tolist(), candidates[win], int(ran[win]), float(mean[win]),
-                   time.perf_counter() - t0, t + 1, at)
+                   time.perf_counter() - t0, t + 1)
 
 
 # ---------------------------------------------------------------- training, saving, loading

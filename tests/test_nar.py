@@ -108,10 +108,10 @@ def test_zero_steps_return_the_initial_tokens_and_decoding_is_deterministic():
     assert zero.tokens == initial and zero.steps == 0
     a, b = decode(m, src, steps=4, lengths=2, seed=1), decode(m, src, steps=4, lengths=2, seed=1)
     assert (a.tokens, a.length, a.steps) == (b.tokens, b.length, b.steps) and 1 <= a.steps <= 4
-    c = decode(m, src, steps=4, lengths=2, seed=1, snapshots=[0, 1, 4, 16])
-    assert c.tokens == a.tokens == c.at[4] == c.at[16] and set(c.at) == {0, 1, 4, 16}
-    assert c.at[0] == decode(m, src, steps=0, lengths=2, seed=1).tokens
-    assert c.at[1] == decode(m, src, steps=1, lengths=2, seed=1).tokens
+    longer = decode(m, src, steps=16, lengths=2, seed=1)
+    assert longer.steps + 1 <= longer.forwards <= 17
+    if a.steps < 4:  # it converged: more steps change nothing
+        assert longer.tokens == a.tokens
 
 
 def test_batched_candidates_refine_as_each_would_alone():
