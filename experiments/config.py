@@ -76,9 +76,10 @@ def run_options(name: str, path: Path | None = None, overrides: dict[str, Any] |
 
 
 def load_config(cls: type[C], name: str, path: Path | None = None, overrides: dict[str, Any] | None = None) -> C:
-    """``cls`` from ``path`` (default ``configs/<name>.toml``) with ``overrides`` applied, without ``RUN_KEYS``;
-    unknown keys fail."""
-    data = {k: v for k, v in _read(name, path, overrides).items() if k not in RUN_KEYS}
+    """``cls`` from ``path`` (default ``configs/<name>.toml``) with ``overrides`` applied, without the ``RUN_KEYS``
+    that are not fields of ``cls`` (a training config's ``threads`` is its own); unknown keys fail."""
+    fields = typing.get_type_hints(cls)
+    data = {k: v for k, v in _read(name, path, overrides).items() if k not in RUN_KEYS or k in fields}
     return build_config(cls, name, data)
 
 

@@ -72,6 +72,15 @@ def test_threads_is_how_a_run_executes_not_part_of_its_config(tmp_path, capsys):
     assert "--threads: must be a positive integer, got '0'" in capsys.readouterr().err
 
 
+def test_a_training_configs_threads_is_its_own():
+    from experiments.config import load_config
+    from experiments.train_mt import TrainMTConfig
+    from experiments.train_nar import TrainNARConfig
+
+    assert load_config(TrainNARConfig, "train_nar", overrides={"threads": 1}).threads == 1
+    assert load_config(TrainMTConfig, "train_mt", overrides={"threads": 1}).threads == 1
+
+
 def test_overrides_read_python_literals_and_toml_booleans():
     from experiments.config import parse_override
 
