@@ -182,16 +182,18 @@ def _given(w: Work) -> Work:
 def training_records(cfg: NARRunConfig) -> dict[str, dict[str, Any]]:
     """How every system was trained (its folder's record: command, steps, minutes, parameters, card scores), so a
     run directory says it without the models."""
-    from models.nar import SETTINGS
+    from models.nar import OUTPUTS, SETTINGS
 
     out: dict[str, dict[str, Any]] = {}
     ar = json.loads((model_folder(cfg.ar_model, "config.json", AR_COMMAND) / "training.json").read_text())
     out[cfg.ar_model] = {k: ar.get(k) for k in ("command", "steps", "epochs", "training_seconds", "n_train",
                                                 "data_hash", "evaluation")}
     for name in cfg.models:
-        nar = json.loads((model_folder(name, SETTINGS, "lq train nar") / SETTINGS).read_text())
+        folder = model_folder(name, SETTINGS, "lq train nar")
+        nar = json.loads((folder / SETTINGS).read_text())
         out[name] = {k: nar.get(k) for k in ("command", "steps", "training_seconds", "n_parameters", "n_train",
                                              "data_hash", "mlm", "config", "final", "test")}
+        out[name]["output_vocabulary"] = len(json.loads((folder / OUTPUTS).read_text()))
     return out
 
 

@@ -461,6 +461,13 @@ def _nar_training_numbers(config: dict[str, Any], run_dir: Path) -> Iterator[Num
             yield _number(f"{key}.parameters", record["n_parameters"] / 1e6, 1)
         if record.get("epochs"):
             yield _number(f"{key}.epochs", record["epochs"], 2)
+        if "train_loss" in (record.get("final") or {}):
+            yield _number(f"{key}.trainloss", record["final"]["train_loss"], 2)
+        if record.get("output_vocabulary"):
+            yield _number(f"{key}.outputs", record["output_vocabulary"], 0)
+        for name in ("lr", "max_tokens", "warmup_steps"):
+            if name in (record.get("config") or {}):
+                yield f"{key}.config.{_slug(name)}", record["config"][name], _config_text(record["config"][name])
 
 
 OWN_SUMMARIES: dict[str, OwnSummary] = {
