@@ -498,6 +498,7 @@ OWN_SUMMARIES: dict[str, OwnSummary] = {
         Metric("AR NLL/token", "arnll", "ar_nll", "ar_nll_lo", "ar_nll_hi", 2),
         Metric("rep. %", "rep", "rep_consecutive", digits=1),
         Metric("length error", "lenerr", "length_error", digits=1),
+        Metric("steps run", "stepsrun", "steps_run", digits=1),
         Metric("sent./s", "sps", "sentences_per_s", digits=1),
         Metric("speed-up vs greedy", "spgreedy", "speedup_greedy", "speedup_greedy_lo", "speedup_greedy_hi", 2),
         Metric("vs beam", "spbeam", "speedup_beam", "speedup_beam_lo", "speedup_beam_hi", 2)),
